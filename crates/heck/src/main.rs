@@ -1,7 +1,13 @@
-//! `heck`: the one binary. Every subcommand lives in its own module under `cmd/`.
+//! `heck`: the one binary. Every subcommand lives in its own module under `cmd/`; `main` only
+//! parses the command line and maps errors to exit codes.
+//!
+//! Exit codes: 0 success, 1 error (bad config, failed command), 2 usage error (clap),
+//! 3 the agent could not be reached.
 use std::process::ExitCode;
 
 use clap::Parser;
+
+mod cmd;
 
 #[derive(Debug, Parser)]
 #[command(name = "heck", version, about = "A distributed health checker")]
@@ -18,10 +24,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Version => {
             println!("heck {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("heck: error: {err:#}");
+            ExitCode::FAILURE
         }
     }
 }
