@@ -24,7 +24,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
+    let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Version => {
             println!("heck {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
