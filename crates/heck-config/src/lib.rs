@@ -289,9 +289,9 @@ mod tests {
 
     use super::*;
 
-    fn load_str(text: &str) -> Result<Config, Located> {
+    fn load_str(text: &str) -> Result<Config, Box<Located>> {
         parse(text, Path::new("heck.toml")).map_err(|e| match e {
-            ConfigError::Invalid(l) => *l,
+            ConfigError::Invalid(l) => l,
             ConfigError::Io { .. } => unreachable!("no io in parse"),
         })
     }
