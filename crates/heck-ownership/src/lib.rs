@@ -493,11 +493,18 @@ impl Assignment {
     fn rank_top(&mut self, target: &str) -> Vec<(Key, Slot)> {
         let r = self.replicas;
         let mut top: Vec<(Key, Slot)> = Vec::with_capacity(r + 1);
+        // The encoded target prefix is the same for every member: build it once.
+        self.buf.clear();
+        self.buf.extend_from_slice(&(target.len() as u64).to_le_bytes());
+        self.buf.extend_from_slice(target.as_bytes());
+        let prefix = self.buf.len();
         for (s, m) in self.slots.iter().enumerate() {
             if !self.alive[s] {
                 continue;
             }
-            let hash = pair_hash_with(&mut self.buf, target, &m.name);
+            self.buf.truncate(prefix);
+            self.buf.extend_from_slice(m.name.as_bytes());
+            let hash = xxh3_64_with_seed(&self.buf, SEED);
             let key = Key {
                 score: score(hash, m.weight, self.uniform),
                 hash,

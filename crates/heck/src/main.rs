@@ -18,6 +18,8 @@ struct Cli {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
+    /// Offline: which member owns which target, in priority order (rendezvous hashing).
+    Ownership(cmd::ownership::Args),
     /// Print the version.
     Version,
 }
@@ -25,6 +27,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Ownership(args) => cmd::ownership::run(args),
         Command::Version => {
             println!("heck {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -1,1 +1,2 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(args) -> anyhow::Result<ExitCode>`.
+pub mod ownership;
