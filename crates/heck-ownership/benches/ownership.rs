@@ -2,17 +2,23 @@
 //!
 //! Run: `cargo bench -p heck-ownership`. Prints a markdown table for docs/benchmarks.md.
 //! Times are the best of several runs (the machine is shared; the minimum is the least noisy).
+// A bench measures time: the pure-core clock ban (clippy.toml) does not apply here.
+#![allow(clippy::disallowed_methods)]
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use heck_ownership::{Assignment, Member, mod_n_owner};
 
 fn members(m: usize) -> Vec<Member> {
-    (0..m).map(|i| Member::new(format!("heck-{i:03}"))).collect()
+    (0..m)
+        .map(|i| Member::new(format!("heck-{i:03}")))
+        .collect()
 }
 
 fn targets(t: usize) -> Vec<String> {
-    (0..t).map(|i| format!("10.{}.{}.{}:8080", i >> 16, (i >> 8) & 255, i & 255)).collect()
+    (0..t)
+        .map(|i| format!("10.{}.{}.{}:8080", i >> 16, (i >> 8) & 255, i & 255))
+        .collect()
 }
 
 fn best_of(runs: usize, mut f: impl FnMut()) -> Duration {
@@ -33,7 +39,9 @@ fn hrw_assign(m: &[Member], t: &[String]) -> Assignment {
 }
 
 fn mod_n_assign<'a>(names: &'a [String], t: &[String]) -> Vec<&'a str> {
-    t.iter().map(|x| mod_n_owner(x, names).unwrap_or("")).collect()
+    t.iter()
+        .map(|x| mod_n_owner(x, names).unwrap_or(""))
+        .collect()
 }
 
 fn sorted_names(m: usize) -> Vec<String> {
@@ -94,7 +102,10 @@ fn main() {
         let mut a = hrw_assign(&ms, &ts);
         let moved_leave = a.leave(&leaver).len();
         let mut b = hrw_assign(&ms, &ts);
-        let moved_join = b.join(Member::new("newcomer")).map(|v| v.len()).unwrap_or(0);
+        let moved_join = b
+            .join(Member::new("newcomer"))
+            .map(|v| v.len())
+            .unwrap_or(0);
 
         let names = sorted_names(m);
         let before = mod_n_assign(&names, &ts);

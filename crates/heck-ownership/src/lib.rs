@@ -495,7 +495,8 @@ impl Assignment {
         let mut top: Vec<(Key, Slot)> = Vec::with_capacity(r + 1);
         // The encoded target prefix is the same for every member: build it once.
         self.buf.clear();
-        self.buf.extend_from_slice(&(target.len() as u64).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(target.len() as u64).to_le_bytes());
         self.buf.extend_from_slice(target.as_bytes());
         let prefix = self.buf.len();
         for (s, m) in self.slots.iter().enumerate() {

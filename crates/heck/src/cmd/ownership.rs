@@ -107,7 +107,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut moves: Vec<MoveOut> = a
             .leave(name)
             .into_iter()
-            .map(|m| MoveOut { target: m.target, from: m.from, to: m.to })
+            .map(|m| MoveOut {
+                target: m.target,
+                from: m.from,
+                to: m.to,
+            })
             .collect();
         moves.sort_by(|a, b| a.target.cmp(&b.target));
         moves
@@ -145,10 +149,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(s) = &summary {
-        println!("{:<24} {:>8} {:>10} {:>8}", "member", "weight", "owned", "share");
+        println!(
+            "{:<24} {:>8} {:>10} {:>8}",
+            "member", "weight", "owned", "share"
+        );
         for l in &s.members {
             let share = 100.0 * l.owned as f64 / (s.targets * s.replicas).max(1) as f64;
-            println!("{:<24} {:>8} {:>10} {:>7.2}%", l.member, l.weight, l.owned, share);
+            println!(
+                "{:<24} {:>8} {:>10} {:>7.2}%",
+                l.member, l.weight, l.owned, share
+            );
         }
         println!(
             "{} targets x {} replica(s); max/mean = {:.3} (weight-adjusted)",
@@ -182,16 +192,29 @@ fn summarize<'a>(a: &'a Assignment, view: &'a View) -> Summary<'a> {
         .load()
         .into_iter()
         .zip(view.members())
-        .map(|((member, owned), m)| Load { member, weight: m.weight(), owned })
+        .map(|((member, owned), m)| Load {
+            member,
+            weight: m.weight(),
+            owned,
+        })
         .collect();
     let max_over_mean = loads
         .iter()
         .map(|l| {
             let fair = slots as f64 * l.weight / total_weight;
-            if fair > 0.0 { l.owned as f64 / fair } else { 0.0 }
+            if fair > 0.0 {
+                l.owned as f64 / fair
+            } else {
+                0.0
+            }
         })
         .fold(0.0, f64::max);
-    Summary { members: loads, targets: a.targets().len(), replicas: a.replicas(), max_over_mean }
+    Summary {
+        members: loads,
+        targets: a.targets().len(),
+        replicas: a.replicas(),
+        max_over_mean,
+    }
 }
 
 fn parse_weights(items: &[String]) -> anyhow::Result<BTreeMap<String, f64>> {
@@ -214,7 +237,11 @@ fn parse_weights(items: &[String]) -> anyhow::Result<BTreeMap<String, f64>> {
 fn load_targets(args: &Args) -> anyhow::Result<Vec<String>> {
     let mut targets: Vec<String> = if let Some(path) = &args.config {
         let config = heck_config::load(path)?;
-        config.targets.into_iter().map(|t| t.name.to_string()).collect()
+        config
+            .targets
+            .into_iter()
+            .map(|t| t.name.to_string())
+            .collect()
     } else if let Some(path) = &args.targets {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read targets file", path.display()))?;
