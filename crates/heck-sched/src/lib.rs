@@ -1,0 +1,299 @@
+//! The check scheduler: when is each target due?
+//!
+//! Invariant: every target's checks fall on its own *phase grid*: the instants `t` (measured from
+//! the Unix epoch) with `t mod interval == phase`, where `phase = key_hash mod interval`. So
+//! * load is flat: n targets with well-mixed hashes spread evenly over the interval, instead of
+//!   all firing together at start-up (Prometheus does the same for scrapes, `offset()` in
+//!   `scrape/target.go`);
+//! * the grid is the same on every node: a new owner that takes a target over keeps its phase;
+//! * falling behind never causes a burst: a target whose next slot has already passed skips to
+//!   the first slot after `now`, and the skipped slots are counted, not replayed.
+//!
+//! Pure: time is a `Duration` since the Unix epoch, passed in by the caller. The queue is a
+//! `BTreeSet<(due, key)>` (about 100 ns per pop + push at 100,000 keys, see the bench), which also
+//! supports removal when a target is deleted or changes owner.
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// The phase of a target on a grid of `interval`: `key_hash mod interval`, in nanoseconds.
+pub fn phase(key_hash: u64, interval: Duration) -> Duration {
+    let ns = interval.as_nanos().max(1);
+    Duration::from_nanos((u128::from(key_hash) % ns) as u64)
+}
+
+/// The first slot of the grid (`interval`, `phase`) at or after `t`.
+pub fn slot_at_or_after(t: Duration, interval: Duration, phase: Duration) -> Duration {
+    let i = interval.as_nanos().max(1);
+    let (t, p) = (t.as_nanos(), phase.as_nanos() % i);
+    // Largest slot <= t is t - ((t - p) mod i), when t >= p.
+    let slot = if t <= p {
+        p
+    } else {
+        let back = (t - p) % i;
+        if back == 0 { t } else { t - back + i }
+    };
+    Duration::from_nanos(slot as u64)
+}
+
+/// The result of [`Schedule::reschedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rescheduled {
+    /// When the key is due next.
+    pub next_due: Duration,
+    /// Slots skipped because they had already passed (the checker fell behind).
+    pub skipped: u64,
+}
+
+/// Deadlines of many keys. A popped key is *in flight*: it is no longer in the schedule until the
+/// caller [`reschedule`](Schedule::reschedule)s it (after its check finishes), so a key is never
+/// checked twice at once. A key removed while in flight is simply not rescheduled by the caller.
+#[derive(Debug, Clone)]
+pub struct Schedule<K: Ord + Clone> {
+    queue: BTreeSet<(Duration, K)>,
+    due: BTreeMap<K, Duration>,
+}
+
+impl<K: Ord + Clone> Default for Schedule<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Ord + Clone> Schedule<K> {
+    /// An empty schedule.
+    pub fn new() -> Self {
+        Schedule {
+            queue: BTreeSet::new(),
+            due: BTreeMap::new(),
+        }
+    }
+
+    /// Add (or replace) `key`: due at its first phase slot at or after `now`.
+    pub fn insert(&mut self, key: K, key_hash: u64, interval: Duration, now: Duration) -> Duration {
+        let at = slot_at_or_after(now, interval, phase(key_hash, interval));
+        self.insert_at(key, at);
+        at
+    }
+
+    /// Add (or replace) `key`, due at `at`.
+    pub fn insert_at(&mut self, key: K, at: Duration) {
+        if let Some(old) = self.due.insert(key.clone(), at) {
+            self.queue.remove(&(old, key.clone()));
+        }
+        self.queue.insert((at, key));
+    }
+
+    /// Remove `key`; returns whether it was scheduled (false if absent or in flight).
+    pub fn remove(&mut self, key: &K) -> bool {
+        match self.due.remove(key) {
+            Some(at) => self.queue.remove(&(at, key.clone())),
+            None => false,
+        }
+    }
+
+    /// When `key` is due, if it is scheduled (not in flight).
+    pub fn due_at(&self, key: &K) -> Option<Duration> {
+        self.due.get(key).copied()
+    }
+
+    /// Number of scheduled (not in-flight) keys.
+    pub fn len(&self) -> usize {
+        self.due.len()
+    }
+
+    /// Is nothing scheduled?
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+
+    /// The earliest due time.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.queue.first().map(|(at, _)| *at)
+    }
+
+    /// Pop at most `max` keys due at or before `now`, earliest first, as `(key, due)`. They are
+    /// in flight until rescheduled.
+    pub fn pop_due(&mut self, now: Duration, max: usize) -> Vec<(K, Duration)> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self.queue.first() {
+                Some((at, _)) if *at <= now => {}
+                _ => break,
+            }
+            if let Some((at, key)) = self.queue.pop_first() {
+                self.due.remove(&key);
+                out.push((key, at));
+            }
+        }
+        out
+    }
+
+    /// Schedule an in-flight `key` again: at the first slot of its grid for `interval` strictly
+    /// after `due` (its previous due time). If that slot is not after `now` (we fell behind by
+    /// more than an interval), skip to the first slot after `now` and count what was skipped.
+    /// The grid of a new interval (fast interval while failing) has its own phase.
+    pub fn reschedule(
+        &mut self,
+        key: K,
+        key_hash: u64,
+        due: Duration,
+        interval: Duration,
+        now: Duration,
+    ) -> Rescheduled {
+        let ph = phase(key_hash, interval);
+        let tick = Duration::from_nanos(1);
+        let mut next = slot_at_or_after(due + tick, interval, ph);
+        let mut skipped = 0;
+        if next <= now {
+            let after_now = slot_at_or_after(now + tick, interval, ph);
+            skipped = ((after_now - next).as_nanos() / interval.as_nanos().max(1)) as u64;
+            next = after_now;
+        }
+        self.insert_at(key, next);
+        Rescheduled {
+            next_due: next,
+            skipped,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn s(x: u64) -> Duration {
+        Duration::from_secs(x)
+    }
+
+    #[test]
+    fn a_key_is_first_due_at_its_phase_slot() {
+        let mut sch = Schedule::new();
+        // hash 3 s on a 10 s grid: slots at ..., 93, 103, ...
+        let at = sch.insert("a", 3_000_000_000, s(10), s(95));
+        assert_eq!(at, s(103));
+        assert_eq!(sch.next_deadline(), Some(s(103)));
+        let at = sch.insert("b", 3_000_000_000, s(10), s(93));
+        assert_eq!(at, s(93), "a slot exactly at now is due now");
+    }
+
+    #[test]
+    fn the_same_hash_gets_the_same_phase_on_every_schedule() {
+        let (mut one, mut two) = (Schedule::new(), Schedule::new());
+        let a = one.insert("t", 0xdead_beef, s(10), s(1000));
+        let b = two.insert("t", 0xdead_beef, s(10), s(1003));
+        assert_eq!(
+            a.as_nanos() % s(10).as_nanos(),
+            b.as_nanos() % s(10).as_nanos()
+        );
+    }
+
+    #[test]
+    fn popped_keys_are_in_flight_until_rescheduled() {
+        let mut sch = Schedule::new();
+        sch.insert_at("a", s(5));
+        sch.insert_at("b", s(6));
+        sch.insert_at("c", s(9));
+        assert_eq!(sch.pop_due(s(7), 10), vec![("a", s(5)), ("b", s(6))]);
+        assert_eq!(sch.len(), 1);
+        assert!(!sch.remove(&"a"), "in flight, not scheduled");
+        assert_eq!(sch.pop_due(s(100), 1), vec![("c", s(9))], "max respected");
+    }
+
+    #[test]
+    fn reschedule_moves_to_the_next_slot_of_the_grid() {
+        let mut sch = Schedule::new();
+        let r = sch.reschedule("a", 3_000_000_000, s(93), s(10), s(94));
+        assert_eq!(
+            r,
+            Rescheduled {
+                next_due: s(103),
+                skipped: 0
+            }
+        );
+    }
+
+    #[test]
+    fn falling_behind_skips_slots_instead_of_bursting() {
+        let mut sch = Schedule::new();
+        // Due at 93, but the check only finished at 125: slots 103, 113, 123 have passed.
+        let r = sch.reschedule("a", 3_000_000_000, s(93), s(10), s(125));
+        assert_eq!(
+            r,
+            Rescheduled {
+                next_due: s(133),
+                skipped: 3
+            }
+        );
+        assert_eq!(sch.pop_due(s(132), 10), vec![]);
+    }
+
+    #[test]
+    fn a_new_interval_uses_its_own_grid() {
+        let mut sch = Schedule::new();
+        // hash 3 s: on a 10 s grid slots end in 3; on a 2 s grid, phase = 3 s mod 2 s = 1 s.
+        let r = sch.reschedule("a", 3_000_000_000, s(93), s(2), s(93));
+        assert_eq!(r.next_due, s(95));
+    }
+
+    #[test]
+    fn insert_replaces_and_remove_forgets() {
+        let mut sch = Schedule::new();
+        sch.insert_at("a", s(5));
+        sch.insert_at("a", s(8));
+        assert_eq!(sch.len(), 1);
+        assert_eq!(sch.next_deadline(), Some(s(8)));
+        assert!(sch.remove(&"a"));
+        assert!(sch.is_empty());
+        assert_eq!(sch.next_deadline(), None);
+    }
+
+    proptest! {
+        #[test]
+        fn slots_are_on_the_grid_and_never_before_t(
+            t in 0u64..10_000_000_000_000, interval_ms in 1u64..100_000, hash in any::<u64>(),
+        ) {
+            let (t, i) = (Duration::from_nanos(t), Duration::from_millis(interval_ms));
+            let p = phase(hash, i);
+            let slot = slot_at_or_after(t, i, p);
+            prop_assert!(slot >= t);
+            prop_assert!(slot - t < i);
+            prop_assert_eq!(slot.as_nanos() % i.as_nanos(), p.as_nanos());
+        }
+
+        /// Flat load: 10,000 keys with xxh3-like mixed hashes on a 10 s grid, counted in 100
+        /// buckets of 100 ms: no bucket holds more than twice its fair share.
+        #[test]
+        fn phases_spread_load_evenly(seed in any::<u64>()) {
+            let i = Duration::from_secs(10);
+            let mut buckets = [0u32; 100];
+            let mut x = seed | 1;
+            for _ in 0..10_000 {
+                // splitmix64: a well-mixed stand-in for xxh3 of distinct names.
+                x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = x;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                let p = phase(z, i);
+                buckets[(p.as_millis() / 100) as usize] += 1;
+            }
+            let max = *buckets.iter().max().unwrap_or(&0);
+            prop_assert!(max <= 200, "max bucket {max} of fair 100");
+        }
+
+        /// After any reschedule the key is due strictly after both its old due time and now.
+        #[test]
+        fn reschedule_is_always_in_the_future(
+            due in 0u64..1_000_000, late in 0u64..1_000_000, interval_ms in 1u64..10_000, hash in any::<u64>(),
+        ) {
+            let mut sch = Schedule::new();
+            let (due, now) = (Duration::from_millis(due), Duration::from_millis(due + late));
+            let r = sch.reschedule(1u32, hash, due, Duration::from_millis(interval_ms), now);
+            prop_assert!(r.next_due > now);
+            prop_assert!(r.next_due > due);
+            prop_assert_eq!(sch.len(), 1);
+        }
+    }
+}
