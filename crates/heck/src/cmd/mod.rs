@@ -1,2 +1,6 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(args) -> anyhow::Result<ExitCode>`.
+pub mod agent;
+pub mod check;
 pub mod ownership;
+pub mod status;
+pub mod targets;

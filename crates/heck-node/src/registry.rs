@@ -1,0 +1,257 @@
+//! The target registry: every target's spec, check state and last result.
+//!
+//! Shared between the check driver (writes results) and the API (reads, adds, removes) behind a
+//! std mutex: every critical section is a few map operations and never awaits, which a std mutex
+//! does faster than tokio's (the same reasoning as mini-redis' `db.rs`).
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use heck_check::{CheckState, Outcome, Status, TargetName, TargetSpec, Transition};
+use serde::Serialize;
+
+/// The last completed check of a target.
+#[derive(Debug, Clone)]
+pub struct LastCheck {
+    /// When it started (wall clock).
+    pub at: SystemTime,
+    /// What it found.
+    pub outcome: Outcome,
+}
+
+/// One target.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// What to check.
+    pub spec: Arc<TargetSpec>,
+    /// xxh3 of the name: its phase on every node.
+    pub key_hash: u64,
+    /// Rise/fall state.
+    pub state: CheckState,
+    /// The last completed check.
+    pub last: Option<LastCheck>,
+    /// Bumped when a target of this name is (re)added, so a result of a check started before a
+    /// delete + re-add is recognised as stale and dropped.
+    pub generation: u64,
+}
+
+/// The hash that places a target's checks on its phase grid (and, in a cluster, picks its
+/// owner): xxh3-64 of the name with a fixed seed, the same on every node.
+pub fn key_hash(name: &TargetName) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(name.as_str().as_bytes(), 0x6865_636b_7068_6173)
+}
+
+/// Every target.
+#[derive(Debug, Default)]
+pub struct Registry {
+    targets: BTreeMap<TargetName, Entry>,
+    generation: u64,
+    /// Targets per status (unknown, healthy, unhealthy), kept incrementally: recounting 100,000
+    /// targets on every transition would be quadratic at start-up.
+    counts: [usize; 3],
+}
+
+fn slot(status: Status) -> usize {
+    match status {
+        Status::Unknown => 0,
+        Status::Healthy => 1,
+        Status::Unhealthy => 2,
+    }
+}
+
+/// Why an add was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddError {
+    /// A target of that name exists.
+    Duplicate,
+}
+
+impl Registry {
+    /// Add a target, unknown since `now`. Returns its generation.
+    pub fn add(&mut self, spec: TargetSpec, now: SystemTime) -> Result<u64, AddError> {
+        if self.targets.contains_key(&spec.name) {
+            return Err(AddError::Duplicate);
+        }
+        self.generation += 1;
+        let entry = Entry {
+            key_hash: key_hash(&spec.name),
+            spec: Arc::new(spec),
+            state: CheckState::new(now),
+            last: None,
+            generation: self.generation,
+        };
+        self.counts[slot(Status::Unknown)] += 1;
+        self.targets.insert(entry.spec.name.clone(), entry);
+        Ok(self.generation)
+    }
+
+    /// Remove a target; returns it if it was there.
+    pub fn remove(&mut self, name: &TargetName) -> Option<Entry> {
+        let entry = self.targets.remove(name)?;
+        self.counts[slot(entry.state.status())] -= 1;
+        Some(entry)
+    }
+
+    /// One target.
+    pub fn get(&self, name: &TargetName) -> Option<&Entry> {
+        self.targets.get(name)
+    }
+
+    /// Every target, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.targets.values()
+    }
+
+    /// Number of targets.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// No targets?
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Record a result for `name` if it is still the same generation. Returns the transition (if
+    /// any) and whether the target is failing (for the next interval); `None` if the result is
+    /// stale (the target was removed or replaced meanwhile).
+    pub fn record(
+        &mut self,
+        name: &TargetName,
+        generation: u64,
+        at: SystemTime,
+        outcome: Outcome,
+    ) -> Option<(Option<Transition>, bool)> {
+        let entry = self.targets.get_mut(name)?;
+        if entry.generation != generation {
+            return None;
+        }
+        let transition = entry
+            .state
+            .observe(outcome.is_success(), at, entry.spec.thresholds);
+        entry.last = Some(LastCheck { at, outcome });
+        if let Some(t) = transition {
+            self.counts[slot(t.from)] -= 1;
+            self.counts[slot(t.to)] += 1;
+        }
+        Some((transition, entry.state.is_failing()))
+    }
+
+    /// Count of targets per status.
+    pub fn counts(&self) -> [(Status, usize); 3] {
+        [
+            (Status::Unknown, self.counts[0]),
+            (Status::Healthy, self.counts[1]),
+            (Status::Unhealthy, self.counts[2]),
+        ]
+    }
+}
+
+/// A target as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetView {
+    /// Name.
+    pub name: String,
+    /// URL.
+    pub url: String,
+    /// Probe kind.
+    pub kind: heck_check::ProbeKind,
+    /// Current status.
+    pub status: Status,
+    /// When the current status began (RFC 3339).
+    pub since: String,
+    /// Current run of failures.
+    pub consecutive_failures: u32,
+    /// Current run of successes.
+    pub consecutive_successes: u32,
+    /// The last completed check, if any.
+    pub last_check: Option<LastCheckView>,
+    /// The validated spec (interval, timeout, thresholds, …).
+    pub spec: heck_check::TargetInput,
+}
+
+/// The last check as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastCheckView {
+    /// When it started (RFC 3339).
+    pub at: String,
+    /// Latency in milliseconds.
+    pub latency_ms: f64,
+    /// HTTP status, if any.
+    pub status_code: Option<u16>,
+    /// Error kind, if it failed.
+    pub error: Option<heck_check::ErrorKind>,
+    /// Human detail of the failure.
+    pub detail: Option<String>,
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl Entry {
+    /// The API view of this entry.
+    pub fn view(&self) -> TargetView {
+        TargetView {
+            name: self.spec.name.to_string(),
+            url: self.spec.url.to_string(),
+            kind: self.spec.kind,
+            status: self.state.status(),
+            since: rfc3339(self.state.since()),
+            consecutive_failures: self.state.consecutive_failures(),
+            consecutive_successes: self.state.consecutive_successes(),
+            last_check: self.last.as_ref().map(|l| LastCheckView {
+                at: rfc3339(l.at),
+                latency_ms: l.outcome.latency.as_micros() as f64 / 1000.0,
+                status_code: l.outcome.status_code,
+                error: l.outcome.error,
+                detail: l.outcome.detail.clone(),
+            }),
+            spec: self.spec.to_input(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::Duration;
+
+    use heck_check::{Defaults, ErrorKind, TargetInput};
+
+    use super::*;
+
+    fn spec(name: &str) -> TargetSpec {
+        TargetInput {
+            name: name.into(),
+            url: "http://127.0.0.1:1/".into(),
+            ..TargetInput::default()
+        }
+        .resolve(&Defaults::default())
+        .unwrap()
+    }
+
+    #[test]
+    fn a_result_for_a_replaced_target_is_dropped_as_stale() {
+        let mut r = Registry::default();
+        let t0 = SystemTime::UNIX_EPOCH;
+        let old = r.add(spec("a"), t0).unwrap();
+        let name = TargetName::new("a").unwrap();
+        r.remove(&name);
+        let new = r.add(spec("a"), t0).unwrap();
+        let fail = Outcome::failure(Duration::from_millis(1), None, ErrorKind::Timeout, "x");
+        assert_eq!(r.record(&name, old, t0, fail.clone()), None);
+        assert_eq!(r.record(&name, new, t0, fail), Some((None, true)));
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let mut r = Registry::default();
+        r.add(spec("a"), SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(
+            r.add(spec("a"), SystemTime::UNIX_EPOCH),
+            Err(AddError::Duplicate)
+        );
+    }
+}
