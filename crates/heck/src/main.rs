@@ -28,6 +28,10 @@ enum Command {
     Targets(cmd::targets::Args),
     /// Probe one URL once and print the outcome (exit 0 up, 1 down).
     Check(cmd::check::Args),
+    /// Serve a simulated fleet of HTTP targets on loopback addresses.
+    Fleet(cmd::fleet::Args),
+    /// A simulated fleet and an agent checking it: try heck with nothing else.
+    Demo(cmd::demo::Args),
     /// Offline: which member owns which target, in priority order (rendezvous hashing).
     Ownership(cmd::ownership::Args),
     /// Print the version.
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
         Command::Targets(args) => cmd::targets::run(args),
         Command::Check(args) => cmd::check::run(args),
         Command::Ownership(args) => cmd::ownership::run(args),
+        Command::Fleet(args) => cmd::fleet::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Version => {
             println!("heck {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

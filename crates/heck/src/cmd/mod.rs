@@ -1,6 +1,8 @@
 //! One module per subcommand. Each exposes `Args` (clap) and `run(args) -> anyhow::Result<ExitCode>`.
 pub mod agent;
 pub mod check;
+pub mod demo;
+pub mod fleet;
 pub mod ownership;
 pub mod status;
 pub mod targets;

@@ -1,0 +1,100 @@
+//! `heck demo`: a simulated fleet and an agent checking it, in one process, to try heck with no
+//! external service.
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use heck_fleet::{Fleet, FleetConfig};
+use heck_node::NodeConfig;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Number of simulated targets.
+    #[arg(long, default_value_t = 50)]
+    targets: usize,
+    /// Fraction of them unhealthy at start.
+    #[arg(long, default_value_t = 0.1)]
+    unhealthy: f64,
+    /// The agent's API address.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    api_addr: SocketAddr,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let fleet = Fleet::start(FleetConfig {
+            targets: args.targets,
+            unhealthy_fraction: args.unhealthy,
+            ..FleetConfig::default()
+        })
+        .await?;
+        // Short intervals so changes show within seconds.
+        let toml = fleet.config_toml(
+            "interval = \"2s\"\ntimeout = \"500ms\"\nrise = 2\nfall = 2\nfast_interval = \"1s\"",
+        );
+        let config = heck_config::parse(&toml, std::path::Path::new("<demo>"))?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(super::agent::cancel_on_signal(shutdown.clone()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let agent = tokio::spawn(heck_node::run(
+            NodeConfig {
+                api_addr: args.api_addr,
+                api_token: None,
+                max_in_flight: heck_node::DEFAULT_MAX_IN_FLIGHT,
+                defaults: config.defaults,
+                targets: config.targets,
+            },
+            shutdown.clone(),
+            Some(ready_tx),
+        ));
+        let Ok(api) = ready_rx.await else {
+            // The agent failed before listening: report why.
+            return match agent.await {
+                Ok(Err(e)) => Err(anyhow::Error::new(e)),
+                _ => Err(anyhow::anyhow!(
+                    "the agent stopped before it started listening"
+                )),
+            };
+        };
+        let c = fleet.control_addr();
+        println!(
+            "heck demo: {} simulated targets on {}..{} port {}, {} unhealthy at start.",
+            fleet.len(),
+            heck_fleet::target_ip(0),
+            heck_fleet::target_ip(fleet.len() - 1),
+            fleet.port(),
+            fleet.unhealthy().len()
+        );
+        println!("The agent checks each every 2s (rise 2, fall 2). API: http://{api}\n");
+        println!("Try, in another terminal:");
+        println!("  heck status --addr http://{api}                  # every target");
+        println!("  heck status --unhealthy --addr http://{api}      # which are unhealthy?");
+        println!("  curl -s http://{api}/v1/targets?status=unhealthy");
+        println!("  curl -N http://{api}/v1/events                   # watch transitions live");
+        println!(
+            "  curl -X POST http://{c}/fleet/0/unhealthy        # break target 0 ({})",
+            fleet.name(0)
+        );
+        println!("  curl -X POST http://{c}/fleet/0/healthy         # and repair it");
+        println!(
+            "  heck targets add extra {} --addr http://{api}",
+            fleet.url(1)
+        );
+        println!("  curl -s http://{api}/metrics | grep heck_");
+        println!("\nCtrl-C to stop.");
+        let result = agent.await;
+        fleet.stop();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match result {
+            Ok(r) => r.map_err(anyhow::Error::new),
+            Err(e) => Err(anyhow::anyhow!("agent task failed: {e}")),
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
