@@ -141,14 +141,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let field = field_named_in(&message).or_else(|| key_on_line(text, span.start));
         located(text, path, span, field, None, message)
     })?;
-    // serde accepted the shape, so the span-preserving parse succeeds too; if it somehow did
-    // not, errors still load, just without a precise position.
-    let doc = DeTable::parse(text).ok();
-    let doc = doc.as_ref().map(|d| d.get_ref());
+    // Positions of validation errors come from a span-preserving parse of the same text, done
+    // only when there is an error to place: at 100,000 targets it would double the memory
+    // needed to load a good config. serde accepted the shape, so it succeeds; if it somehow did
+    // not, the error is still reported, at line 1.
+    let spans = || DeTable::parse(text).ok();
 
     let defaults_err = |e: SpecError| {
-        let span = doc
-            .and_then(|d| span_of(d, &["defaults", e.field]).or_else(|| span_of(d, &["defaults"])))
+        let span = spans()
+            .and_then(|d| {
+                let d = d.get_ref();
+                span_of(d, &["defaults", e.field]).or_else(|| span_of(d, &["defaults"]))
+            })
             .unwrap_or(0..0);
         located(text, path, span, Some(e.field.to_string()), None, e.message)
     };
@@ -157,8 +161,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     if let Some(n) = raw.agent.max_in_flight
         && !(1..=MAX_IN_FLIGHT_LIMIT).contains(&n)
     {
-        let span = doc
-            .and_then(|d| span_of(d, &["agent", "max_in_flight"]))
+        let span = spans()
+            .and_then(|d| span_of(d.get_ref(), &["agent", "max_in_flight"]))
             .unwrap_or(0..0);
         return Err(located(
             text,
@@ -174,13 +178,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let mut seen = std::collections::HashMap::with_capacity(raw.targets.len());
     for (i, input) in raw.targets.iter().enumerate() {
         let target_span = |field: &str| {
-            doc.and_then(|d| {
-                target_table(d, i).and_then(|t| {
-                    // The field itself, else (a value inherited from [defaults]) the target's name.
+            spans()
+                .and_then(|d| {
+                    // The field itself, else (a value inherited from [defaults]) the name.
+                    let t = target_table(d.get_ref(), i)?;
                     t.get(field).or_else(|| t.get("name")).map(|v| v.span())
                 })
-            })
-            .unwrap_or(0..0)
+                .unwrap_or(0..0)
         };
         let spec = input.resolve(&raw.defaults).map_err(|e| {
             located(

@@ -139,13 +139,15 @@ async fn add_target(
     let name = spec.name.clone();
     let view = {
         let mut reg = shared.registry();
-        reg.add(spec, SystemTime::now()).map_err(|_| {
-            ApiError(
+        if reg.get(&name).is_some() {
+            return Err(ApiError(
                 StatusCode::CONFLICT,
                 format!("a target named {:?} exists", name.as_str()),
-            )
-        })?;
-        shared.metrics.set_status(name.as_str(), Status::Unknown);
+            ));
+        }
+        // Checked just above, under the same lock: add cannot find a duplicate.
+        let metrics = shared.metrics.target(name.as_str());
+        let _ = reg.add(spec, metrics, SystemTime::now());
         shared.metrics.targets(reg.counts());
         reg.get(&name).map(registry::Entry::view)
     };

@@ -171,9 +171,11 @@ pub async fn run(
         let mut reg = shared.registry();
         for spec in config.targets {
             let name = spec.name.to_string();
-            reg.add(spec, now)
-                .map_err(|_| NodeError::Duplicate(name.clone()))?;
-            shared.metrics.set_status(&name, Status::Unknown);
+            if reg.get(&spec.name).is_some() {
+                return Err(NodeError::Duplicate(name));
+            }
+            let metrics = shared.metrics.target(&name);
+            let _ = reg.add(spec, metrics, now);
         }
         shared.metrics.targets(reg.counts());
     }
@@ -292,7 +294,7 @@ fn apply(shared: &Shared, schedule: &mut Schedule<TargetName>, r: CheckResult) {
     let mut reg = shared.registry();
     let name = r.name;
     let detail = r.outcome.detail.clone();
-    shared.metrics.observe_check(name.as_str(), &r.outcome);
+    shared.metrics.observe_check(&r.outcome);
     let Some((transition, failing)) = reg.record(&name, r.generation, r.at, r.outcome) else {
         return; // removed or replaced while the check ran
     };
@@ -303,7 +305,6 @@ fn apply(shared: &Shared, schedule: &mut Schedule<TargetName>, r: CheckResult) {
         shared.metrics.skipped(rescheduled.skipped);
     }
     if let Some(t) = transition {
-        shared.metrics.set_status(name.as_str(), t.to);
         shared.metrics.transition(t.to);
         shared.metrics.targets(reg.counts());
         tracing::info!(target = %name, from = %t.from, to = %t.to, "status changed");

@@ -43,6 +43,32 @@ struct ToLabel {
     to: &'static str,
 }
 
+/// One target's series, looked up once when the target is added (so a check costs no label
+/// allocation or hash lookup).
+#[derive(Debug, Clone)]
+pub struct TargetMetrics {
+    up: Gauge,
+    healthy: Gauge,
+    last_duration: Gauge<f64, AtomicU64>,
+}
+
+impl TargetMetrics {
+    /// A check finished.
+    pub fn observe(&self, outcome: &Outcome) {
+        self.up.set(i64::from(outcome.is_success()));
+        self.last_duration.set(outcome.latency.as_secs_f64());
+    }
+
+    /// The status (after rise/fall) changed.
+    pub fn set_status(&self, status: Status) {
+        self.healthy.set(match status {
+            Status::Healthy => 1,
+            Status::Unhealthy => 0,
+            Status::Unknown => -1,
+        });
+    }
+}
+
 /// Every metric of a node.
 #[derive(Debug)]
 pub struct Metrics {
@@ -147,33 +173,25 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// A check finished.
-    pub fn observe_check(&self, target: &str, outcome: &Outcome) {
+    /// The series of target `target`, created (status unknown) if new.
+    pub fn target(&self, target: &str) -> TargetMetrics {
         let label = TargetLabel {
             target: target.to_string(),
         };
-        let secs = outcome.latency.as_secs_f64();
-        self.up
-            .get_or_create(&label)
-            .set(i64::from(outcome.is_success()));
-        self.last_duration.get_or_create(&label).set(secs);
-        self.duration.observe(secs);
-        let result = outcome.error.map_or("success", ErrorKind::as_str);
-        self.checks.get_or_create(&ResultLabel { result }).inc();
+        let m = TargetMetrics {
+            up: self.up.get_or_create_owned(&label),
+            healthy: self.healthy.get_or_create_owned(&label),
+            last_duration: self.last_duration.get_or_create_owned(&label),
+        };
+        m.set_status(Status::Unknown);
+        m
     }
 
-    /// A target's status (after rise/fall).
-    pub fn set_status(&self, target: &str, status: Status) {
-        let v = match status {
-            Status::Healthy => 1,
-            Status::Unhealthy => 0,
-            Status::Unknown => -1,
-        };
-        self.healthy
-            .get_or_create(&TargetLabel {
-                target: target.to_string(),
-            })
-            .set(v);
+    /// A check finished (the node-wide series; the target's own go through [`TargetMetrics`]).
+    pub fn observe_check(&self, outcome: &Outcome) {
+        self.duration.observe(outcome.latency.as_secs_f64());
+        let result = outcome.error.map_or("success", ErrorKind::as_str);
+        self.checks.get_or_create(&ResultLabel { result }).inc();
     }
 
     /// A transition happened.

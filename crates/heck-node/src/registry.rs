@@ -30,6 +30,8 @@ pub struct Entry {
     pub state: CheckState,
     /// The last completed check.
     pub last: Option<LastCheck>,
+    /// This target's metric series.
+    pub metrics: crate::metrics::TargetMetrics,
     /// Bumped when a target of this name is (re)added, so a result of a check started before a
     /// delete + re-add is recognised as stale and dropped.
     pub generation: u64,
@@ -68,7 +70,12 @@ pub enum AddError {
 
 impl Registry {
     /// Add a target, unknown since `now`. Returns its generation.
-    pub fn add(&mut self, spec: TargetSpec, now: SystemTime) -> Result<u64, AddError> {
+    pub fn add(
+        &mut self,
+        spec: TargetSpec,
+        metrics: crate::metrics::TargetMetrics,
+        now: SystemTime,
+    ) -> Result<u64, AddError> {
         if self.targets.contains_key(&spec.name) {
             return Err(AddError::Duplicate);
         }
@@ -78,6 +85,7 @@ impl Registry {
             spec: Arc::new(spec),
             state: CheckState::new(now),
             last: None,
+            metrics,
             generation: self.generation,
         };
         self.counts[slot(Status::Unknown)] += 1;
@@ -129,6 +137,10 @@ impl Registry {
         let transition = entry
             .state
             .observe(outcome.is_success(), at, entry.spec.thresholds);
+        entry.metrics.observe(&outcome);
+        if let Some(t) = transition {
+            entry.metrics.set_status(t.to);
+        }
         entry.last = Some(LastCheck { at, outcome });
         if let Some(t) = transition {
             self.counts[slot(t.from)] -= 1;
@@ -236,10 +248,11 @@ mod tests {
     fn a_result_for_a_replaced_target_is_dropped_as_stale() {
         let mut r = Registry::default();
         let t0 = SystemTime::UNIX_EPOCH;
-        let old = r.add(spec("a"), t0).unwrap();
+        let m = crate::metrics::Metrics::new();
+        let old = r.add(spec("a"), m.target("a"), t0).unwrap();
         let name = TargetName::new("a").unwrap();
         r.remove(&name);
-        let new = r.add(spec("a"), t0).unwrap();
+        let new = r.add(spec("a"), m.target("a"), t0).unwrap();
         let fail = Outcome::failure(Duration::from_millis(1), None, ErrorKind::Timeout, "x");
         assert_eq!(r.record(&name, old, t0, fail.clone()), None);
         assert_eq!(r.record(&name, new, t0, fail), Some((None, true)));
