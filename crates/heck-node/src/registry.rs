@@ -261,9 +261,11 @@ mod tests {
     #[test]
     fn duplicates_are_refused() {
         let mut r = Registry::default();
-        r.add(spec("a"), SystemTime::UNIX_EPOCH).unwrap();
+        let m = crate::metrics::Metrics::new();
+        r.add(spec("a"), m.target("a"), SystemTime::UNIX_EPOCH)
+            .unwrap();
         assert_eq!(
-            r.add(spec("a"), SystemTime::UNIX_EPOCH),
+            r.add(spec("a"), m.target("a"), SystemTime::UNIX_EPOCH),
             Err(AddError::Duplicate)
         );
     }
