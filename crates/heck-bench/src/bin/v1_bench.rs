@@ -47,6 +47,7 @@ impl Drop for Killed {
 struct Proc {
     cpu_s: f64,
     hwm_kib: u64,
+    rss_kib: u64,
 }
 
 fn proc_sample(pid: u32) -> anyhow::Result<Proc> {
@@ -234,7 +235,10 @@ async fn bench_heck(heck: &Path, n: usize, config: &Path, window: u64) -> anyhow
             p99_lag: format!("≤ {:.3} s", p99(&s0, &s1)),
             cpu_per_1000: 1000.0 * cpu / checks.max(1.0),
             hwm_mib: p1.hwm_kib as f64 / 1024.0,
-            note: format!("{cpu:.1} CPU-s in {window} s"),
+            note: format!(
+                "{cpu:.1} CPU-s in {window} s; RSS at the end {:.0} MiB",
+                p1.rss_kib as f64 / 1024.0
+            ),
         });
     }
     bail!("{last_err}")
