@@ -58,16 +58,22 @@ fn proc_sample(pid: u32) -> anyhow::Result<Proc> {
         .context("bad /proc stat")?;
     let f: Vec<&str> = after.split_whitespace().collect();
     // After ")": state is field 3; utime and stime are fields 14 and 15 → indexes 11 and 12.
-    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    let field = |i: usize| -> anyhow::Result<f64> {
+        Ok(f.get(i).context("short /proc stat")?.parse::<f64>()?)
+    };
+    let ticks = field(11)? + field(12)?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let hwm_kib = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
     Ok(Proc {
         cpu_s: ticks / 100.0,
-        hwm_kib,
+        hwm_kib: kib("VmHWM:"),
+        rss_kib: kib("VmRSS:"),
     })
 }
 
