@@ -1,0 +1,219 @@
+//! Dots, version vectors and causal contexts: what happened, and what each replica has seen.
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A replica's identity: its stable node (a hash of the node's name) and an *epoch* that grows
+/// every time the process starts (the kv store uses the start time in milliseconds).
+///
+/// Why the epoch: a replica numbers its writes 1, 2, 3, … (its [`Dot`]s). A process that
+/// restarts with no memory of its counter would reuse `(node, 1)` for a *different* write, and
+/// every replica that saw the old one would treat the new one as already seen. With a new epoch
+/// the restarted process is a new replica: its dots can never collide with the old ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ReplicaId {
+    /// xxh3 of the node's name.
+    pub node: u64,
+    /// Strictly greater on every start of the same node.
+    pub epoch: u64,
+}
+
+impl ReplicaId {
+    /// The replica of node `name` started in `epoch`.
+    pub fn new(name: &str, epoch: u64) -> ReplicaId {
+        ReplicaId {
+            node: xxhash_rust::xxh3::xxh3_64(name.as_bytes()),
+            epoch,
+        }
+    }
+}
+
+impl fmt::Display for ReplicaId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}.{}", self.node, self.epoch)
+    }
+}
+
+/// One event: the `counter`-th write of `replica`. Unique in the whole system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dot {
+    /// Who.
+    pub replica: ReplicaId,
+    /// Its sequence number, from 1.
+    pub counter: u64,
+}
+
+/// How two version vectors relate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Causality {
+    /// Both have seen exactly the same events.
+    Equal,
+    /// The left has seen a strict subset of the right's events: it happened before.
+    Before,
+    /// The left has seen a strict superset: it happened after.
+    After,
+    /// Each has seen something the other has not.
+    Concurrent,
+}
+
+/// For each replica, how many of its events (a prefix 1..=n) have been seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionVector(BTreeMap<ReplicaId, u64>);
+
+impl VersionVector {
+    /// Seen `replica`'s first `n` events (0 if none).
+    pub fn get(&self, replica: &ReplicaId) -> u64 {
+        self.0.get(replica).copied().unwrap_or(0)
+    }
+
+    /// Does it include `dot`?
+    pub fn contains(&self, dot: &Dot) -> bool {
+        self.get(&dot.replica) >= dot.counter
+    }
+
+    /// Pointwise maximum.
+    pub fn merge(&mut self, other: &VersionVector) {
+        for (r, &n) in &other.0 {
+            let e = self.0.entry(*r).or_insert(0);
+            *e = (*e).max(n);
+        }
+    }
+
+    /// Compare: before, after, equal or concurrent.
+    pub fn compare(&self, other: &VersionVector) -> Causality {
+        let mut less = false;
+        let mut greater = false;
+        for r in self.0.keys().chain(other.0.keys()) {
+            let (a, b) = (self.get(r), other.get(r));
+            less |= a < b;
+            greater |= a > b;
+        }
+        match (less, greater) {
+            (false, false) => Causality::Equal,
+            (true, false) => Causality::Before,
+            (false, true) => Causality::After,
+            (true, true) => Causality::Concurrent,
+        }
+    }
+
+    /// Every (replica, count) entry.
+    pub fn iter(&self) -> impl Iterator<Item = (&ReplicaId, &u64)> {
+        self.0.iter()
+    }
+
+    /// No events seen.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn set(&mut self, r: ReplicaId, n: u64) {
+        self.0.insert(r, n);
+    }
+}
+
+/// The set of dots a replica has seen, kept compact: a version vector for the contiguous
+/// prefixes, plus a *cloud* of dots seen out of order (a delta can deliver dot 7 before 5).
+///
+/// Invariant (after [`compact`](CausalContext::compact)): no cloud dot is covered by the vector,
+/// and no cloud dot is the next one of the vector (it would have been absorbed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CausalContext {
+    vv: VersionVector,
+    cloud: BTreeSet<Dot>,
+}
+
+impl CausalContext {
+    /// An empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Has `dot` been seen?
+    pub fn contains(&self, dot: &Dot) -> bool {
+        self.vv.contains(dot) || self.cloud.contains(dot)
+    }
+
+    /// Record `dot` (not compacted: call [`compact`](Self::compact) when it matters).
+    pub fn insert(&mut self, dot: Dot) {
+        if !self.vv.contains(&dot) {
+            self.cloud.insert(dot);
+        }
+    }
+
+    /// Union (not compacted).
+    pub fn join(&mut self, other: &CausalContext) {
+        self.vv.merge(&other.vv);
+        for d in &other.cloud {
+            self.insert(*d);
+        }
+    }
+
+    /// Absorb cloud dots that extend the vector's prefixes; drop those it covers.
+    pub fn compact(&mut self) {
+        let cloud = std::mem::take(&mut self.cloud);
+        for d in cloud {
+            let n = self.vv.get(&d.replica);
+            if d.counter == n + 1 {
+                self.vv.set(d.replica, d.counter);
+            } else if d.counter > n {
+                self.cloud.insert(d);
+            }
+        }
+        // One ascending pass suffices: the set is ordered by (replica, counter), so every dot
+        // below a contiguous one has already been absorbed when it is reached.
+    }
+
+    /// The next dot `replica` should use: one past everything seen of it.
+    pub fn next_dot(&self, replica: ReplicaId) -> Dot {
+        let in_cloud = self
+            .cloud
+            .range(
+                Dot {
+                    replica,
+                    counter: 0,
+                }..=Dot {
+                    replica,
+                    counter: u64::MAX,
+                },
+            )
+            .next_back()
+            .map_or(0, |d| d.counter);
+        Dot {
+            replica,
+            counter: self.vv.get(&replica).max(in_cloud) + 1,
+        }
+    }
+
+    /// The version-vector part.
+    pub fn vv(&self) -> &VersionVector {
+        &self.vv
+    }
+
+    /// The out-of-order dots.
+    pub fn cloud(&self) -> &BTreeSet<Dot> {
+        &self.cloud
+    }
+
+    /// Has this context seen every dot `other` has?
+    pub fn covers(&self, other: &CausalContext) -> bool {
+        other.cloud.iter().all(|d| self.contains(d))
+            && other.vv.iter().all(|(r, &n)| {
+                let have = self.vv.get(r);
+                // Dots have+1..=n must all be in the cloud; a gap larger than the cloud cannot be.
+                have >= n
+                    || (n - have <= self.cloud.len() as u64
+                        && (have + 1..=n).all(|c| {
+                            self.cloud.contains(&Dot {
+                                replica: *r,
+                                counter: c,
+                            })
+                        }))
+            })
+    }
+
+    /// No dot seen.
+    pub fn is_empty(&self) -> bool {
+        self.vv.is_empty() && self.cloud.is_empty()
+    }
+}

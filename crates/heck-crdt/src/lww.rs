@@ -1,0 +1,47 @@
+//! A last-writer-wins register: the write with the highest (time, replica) stamp wins.
+//!
+//! Use it where a single current value matters more than keeping concurrent writes (a node's
+//! self-description, a configuration blob). Time is an argument (a wall clock read by the
+//! caller); ties on time are broken by replica id, so every replica picks the same winner.
+use serde::{Deserialize, Serialize};
+
+use crate::causal::ReplicaId;
+
+/// The register. Its delta is itself: a write returns a new register to join.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LwwReg<V> {
+    value: V,
+    stamp: (u64, ReplicaId),
+}
+
+impl<V: Clone> LwwReg<V> {
+    /// A register holding `value`, written at `time` by `replica`.
+    pub fn new(value: V, time: u64, replica: ReplicaId) -> Self {
+        LwwReg {
+            value,
+            stamp: (time, replica),
+        }
+    }
+
+    /// The value.
+    pub fn get(&self) -> &V {
+        &self.value
+    }
+
+    /// Delta of writing `value` at `time` by `replica`. A write never goes back in time: the
+    /// stamp is at least one past the current one, so a writer with a slow clock still wins
+    /// over what it has seen.
+    pub fn write(&self, value: V, time: u64, replica: ReplicaId) -> LwwReg<V> {
+        LwwReg {
+            value,
+            stamp: (time.max(self.stamp.0 + 1), replica),
+        }
+    }
+
+    /// Keep the later write.
+    pub fn join(&mut self, other: &LwwReg<V>) {
+        if other.stamp > self.stamp {
+            *self = other.clone();
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! An observed-remove, add-wins map whose values are multi-value registers, as a delta-state CRDT.
+//!
+//! State = a *dot store* (key → dot → value) plus a [`CausalContext`] (every dot ever seen,
+//! including those since overwritten or removed). That pair answers, for any entry another
+//! replica sends: "is this new to me, or did I already see it and delete it?"
+//!
+//! Join of `(s1, c1)` and `(s2, c2)` keeps, per key, the entries both have, plus the entries
+//! only one side has *that the other side has not seen* (a seen-but-absent entry was removed
+//! or overwritten there). Contexts are unioned. This join is commutative, associative and
+//! idempotent (see `tests/laws.rs`), so replicas converge whatever the delivery order.
+//!
+//! Mutators never change the state: each returns a [`Delta`], a small state of the same kind,
+//! and the caller joins it ([`ORMap::apply`]). The delta of `write(k, v)` holds the new entry
+//! and, in its context, the dots of `k`'s current values: joined anywhere, it replaces exactly
+//! the values its writer saw. Values written concurrently (dots the writer had not seen) survive
+//! as siblings, so no write is lost: [`ORMap::get`] returns every sibling, in dot order.
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::causal::{CausalContext, Dot, ReplicaId};
+
+/// A delta (or a whole state, which is the largest delta): entries plus the dots they account for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta<K: Ord, V> {
+    /// key → dot → value.
+    pub entries: BTreeMap<K, BTreeMap<Dot, V>>,
+    /// Every dot this delta speaks for: present in `entries`, or known to be gone.
+    pub ctx: CausalContext,
+}
+
+impl<K: Ord, V> Default for Delta<K, V> {
+    fn default() -> Self {
+        Delta {
+            entries: BTreeMap::new(),
+            ctx: CausalContext::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone, V: Clone + PartialEq> Delta<K, V> {
+    /// Does this delta carry nothing?
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.ctx.is_empty()
+    }
+
+    /// Number of (key, dot, value) entries.
+    pub fn len(&self) -> usize {
+        self.entries.values().map(BTreeMap::len).sum()
+    }
+
+    /// The join of two deltas (to send several buffered deltas as one). Not compacted: a delta's
+    /// context stays a cloud of the dots it speaks for.
+    pub fn join(&mut self, other: &Delta<K, V>) {
+        join_stores(
+            &mut self.entries,
+            &self.ctx,
+            other,
+            None::<&mut HashMap<Dot, K>>,
+        );
+        self.ctx.join(&other.ctx);
+    }
+}
+
+/// Join `other` into `entries` (whose context is `ctx`, not yet merged). `index`, when given, is
+/// kept in sync (dot → key of every live entry).
+fn join_stores<K: Ord + Clone, V: Clone>(
+    entries: &mut BTreeMap<K, BTreeMap<Dot, V>>,
+    ctx: &CausalContext,
+    other: &Delta<K, V>,
+    mut index: Option<&mut HashMap<Dot, K>>,
+) {
+    // 1. Our entries that `other` has seen but does not hold were removed there: drop them.
+    //    Only keys of `other`'s entries, or holding a dot of its context, can be affected. For a
+    //    cloud-only context (every delta a mutator makes) the index finds those keys directly;
+    //    a context with a version vector (a full state) may cover anything: scan.
+    let candidates: Vec<K> = match index.as_deref() {
+        Some(idx) if other.ctx.vv().is_empty() => {
+            let mut keys: Vec<K> = other
+                .ctx
+                .cloud()
+                .iter()
+                .filter_map(|d| idx.get(d).cloned())
+                .collect();
+            keys.extend(other.entries.keys().cloned());
+            keys.sort();
+            keys.dedup();
+            keys
+        }
+        _ => entries.keys().cloned().collect(),
+    };
+    for k in candidates {
+        let Some(ours) = entries.get_mut(&k) else {
+            continue;
+        };
+        let theirs = other.entries.get(&k);
+        ours.retain(|d, _| {
+            let keep = theirs.is_some_and(|t| t.contains_key(d)) || !other.ctx.contains(d);
+            if !keep && let Some(idx) = index.as_deref_mut() {
+                idx.remove(d);
+            }
+            keep
+        });
+        if ours.is_empty() {
+            entries.remove(&k);
+        }
+    }
+    // 2. Their entries we have not seen are new to us.
+    for (k, theirs) in &other.entries {
+        for (d, v) in theirs {
+            if ctx.contains(d) {
+                continue; // seen: we hold it already, or we removed it
+            }
+            entries.entry(k.clone()).or_default().insert(*d, v.clone());
+            if let Some(idx) = index.as_deref_mut() {
+                idx.insert(*d, k.clone());
+            }
+        }
+    }
+}
+
+/// The replicated map. Holds the state and an index of live dots (derived data, for cheap joins).
+#[derive(Debug, Clone)]
+pub struct ORMap<K: Ord, V> {
+    state: Delta<K, V>,
+    index: HashMap<Dot, K>,
+}
+
+impl<K: Ord + Clone, V: Clone + PartialEq> Default for ORMap<K, V> {
+    fn default() -> Self {
+        ORMap {
+            state: Delta::default(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every value of `key`: one, or several concurrent siblings, in dot order. Empty if absent.
+    pub fn get(&self, key: &K) -> Vec<&V> {
+        self.state
+            .entries
+            .get(key)
+            .map(|m| m.values().collect())
+            .unwrap_or_default()
+    }
+
+    /// The dots of `key`'s current values (its causal context, as the API shows it).
+    pub fn dots(&self, key: &K) -> Vec<Dot> {
+        self.state
+            .entries
+            .get(key)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every key with at least one value.
+    pub fn keys(&self) -> impl Iterator<Item = &K> {
+        self.state.entries.keys()
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.state.entries.len()
+    }
+
+    /// No keys?
+    pub fn is_empty(&self) -> bool {
+        self.state.entries.is_empty()
+    }
+
+    /// Everything this replica has seen.
+    pub fn context(&self) -> &CausalContext {
+        &self.state.ctx
+    }
+
+    /// The whole state, as a delta (for a peer that needs everything).
+    pub fn state(&self) -> &Delta<K, V> {
+        &self.state
+    }
+
+    /// Delta of writing `value` at `key` as `replica`: replaces the values this replica has seen.
+    pub fn write(&self, replica: ReplicaId, key: K, value: V) -> Delta<K, V> {
+        let dot = self.state.ctx.next_dot(replica);
+        let mut ctx = CausalContext::new();
+        ctx.insert(dot);
+        for d in self.dots(&key) {
+            ctx.insert(d);
+        }
+        let mut entries = BTreeMap::new();
+        entries.insert(key, BTreeMap::from([(dot, value)]));
+        Delta { entries, ctx }
+    }
+
+    /// Delta of removing `key`: removes the values this replica has seen (a concurrent write
+    /// elsewhere survives: add wins).
+    pub fn remove(&self, key: &K) -> Delta<K, V> {
+        let mut ctx = CausalContext::new();
+        for d in self.dots(key) {
+            ctx.insert(d);
+        }
+        Delta {
+            entries: BTreeMap::new(),
+            ctx,
+        }
+    }
+
+    /// Join `delta` into the state: the only way the state changes.
+    pub fn apply(&mut self, delta: &Delta<K, V>) {
+        join_stores(
+            &mut self.state.entries,
+            &self.state.ctx,
+            delta,
+            Some(&mut self.index),
+        );
+        self.state.ctx.join(&delta.ctx);
+        self.state.ctx.compact();
+    }
+
+    /// The part of `delta` that is news to this replica (Enes et al.'s "remove redundant state"),
+    /// or `None` if it brings nothing. Entries with an unseen dot are news; so is a context dot
+    /// not seen before, or one that removes an entry held here.
+    pub fn news(&self, delta: &Delta<K, V>) -> Option<Delta<K, V>> {
+        let mut out = Delta::default();
+        for (k, m) in &delta.entries {
+            for (d, v) in m {
+                if !self.state.ctx.contains(d) {
+                    out.entries
+                        .entry(k.clone())
+                        .or_insert_with(BTreeMap::new)
+                        .insert(*d, v.clone());
+                    out.ctx.insert(*d);
+                }
+            }
+        }
+        if !delta.ctx.vv().is_empty() {
+            // A full state: its context may remove anything; keep it whole if it says anything new.
+            let removes_something = self.index.iter().any(|(d, k)| {
+                delta.ctx.contains(d) && !delta.entries.get(k).is_some_and(|m| m.contains_key(d))
+            });
+            if out.entries.is_empty() && !removes_something && self.state.ctx.covers(&delta.ctx) {
+                return None;
+            }
+            out.ctx.join(&delta.ctx);
+            return Some(out);
+        }
+        for d in delta.ctx.cloud() {
+            let removes_ours = self
+                .index
+                .get(d)
+                .is_some_and(|k| !delta.entries.get(k).is_some_and(|m| m.contains_key(d)));
+            if !self.state.ctx.contains(d) || removes_ours {
+                out.ctx.insert(*d);
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn r(n: u64) -> ReplicaId {
+        ReplicaId { node: n, epoch: 1 }
+    }
+
+    #[test]
+    fn a_write_supersedes_what_its_writer_saw() {
+        let mut a: ORMap<&str, i32> = ORMap::new();
+        let d = a.write(r(1), "k", 1);
+        a.apply(&d);
+        let d = a.write(r(1), "k", 2);
+        a.apply(&d);
+        assert_eq!(a.get(&"k"), vec![&2]);
+    }
+
+    #[test]
+    fn concurrent_writes_are_kept_as_siblings_until_a_later_write() {
+        let (mut a, mut b): (ORMap<&str, i32>, ORMap<&str, i32>) = (ORMap::new(), ORMap::new());
+        let da = a.write(r(1), "k", 1);
+        let db = b.write(r(2), "k", 2);
+        a.apply(&da);
+        b.apply(&db);
+        a.apply(&db);
+        b.apply(&da);
+        assert_eq!(a.get(&"k"), vec![&1, &2]);
+        assert_eq!(b.get(&"k"), vec![&1, &2]);
+        let d = a.write(r(1), "k", 3);
+        a.apply(&d);
+        b.apply(&d);
+        assert_eq!(a.get(&"k"), vec![&3]);
+        assert_eq!(b.get(&"k"), vec![&3]);
+    }
+
+    #[test]
+    fn a_remove_loses_to_a_concurrent_write() {
+        let (mut a, mut b): (ORMap<&str, i32>, ORMap<&str, i32>) = (ORMap::new(), ORMap::new());
+        let d = a.write(r(1), "k", 1);
+        a.apply(&d);
+        b.apply(&d);
+        let rm = a.remove(&"k");
+        let w = b.write(r(2), "k", 2);
+        a.apply(&rm);
+        b.apply(&w);
+        a.apply(&w);
+        b.apply(&rm);
+        assert_eq!(a.get(&"k"), vec![&2]);
+        assert_eq!(b.get(&"k"), vec![&2]);
+    }
+
+    #[test]
+    fn a_removed_key_does_not_come_back_from_an_old_delta() {
+        let mut a: ORMap<&str, i32> = ORMap::new();
+        let w = a.write(r(1), "k", 1);
+        a.apply(&w);
+        let rm = a.remove(&"k");
+        a.apply(&rm);
+        a.apply(&w); // a duplicate of the old write arrives late
+        assert!(a.get(&"k").is_empty());
+        assert!(a.news(&w).is_none(), "nothing new in it");
+    }
+}
