@@ -239,15 +239,16 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
             }
         }
         if !delta.ctx.vv().is_empty() {
-            // A full state: its context may remove anything; keep it whole if it says anything new.
+            // A full state. Its context speaks for every entry it holds, so it must travel whole:
+            // stripping the entries we already have while keeping the context would make the
+            // receiver of the stripped delta delete them (a bug the simulator found).
             let removes_something = self.index.iter().any(|(d, k)| {
                 delta.ctx.contains(d) && !delta.entries.get(k).is_some_and(|m| m.contains_key(d))
             });
             if out.entries.is_empty() && !removes_something && self.state.ctx.covers(&delta.ctx) {
                 return None;
             }
-            out.ctx.join(&delta.ctx);
-            return Some(out);
+            return Some(delta.clone());
         }
         for d in delta.ctx.cloud() {
             let removes_ours = self
@@ -313,6 +314,28 @@ mod tests {
         b.apply(&rm);
         assert_eq!(a.get(&"k"), vec![&2]);
         assert_eq!(b.get(&"k"), vec![&2]);
+    }
+
+    /// Regression (found by the 24-replica simulation): a full state arriving at a replica that
+    /// already holds some of its entries must not delete them, and what is forwarded from it must
+    /// not delete them elsewhere.
+    #[test]
+    fn the_news_of_a_full_state_keeps_the_entries_the_receiver_already_has() {
+        let (mut a, mut b): (ORMap<&str, i32>, ORMap<&str, i32>) = (ORMap::new(), ORMap::new());
+        let d1 = a.write(r(1), "old", 1);
+        a.apply(&d1);
+        b.apply(&d1);
+        let d2 = a.write(r(1), "new", 2);
+        a.apply(&d2);
+        let full = a.state().clone();
+        let news = b.news(&full).expect("\"new\" is news to b");
+        b.apply(&news);
+        assert_eq!(b.get(&"old"), vec![&1]);
+        assert_eq!(b.get(&"new"), vec![&2]);
+        let mut c: ORMap<&str, i32> = ORMap::new();
+        c.apply(&d1);
+        c.apply(&news);
+        assert_eq!(c.get(&"old"), vec![&1], "forwarded news does not delete");
     }
 
     #[test]
