@@ -23,4 +23,4 @@ pub mod wire;
 pub use causal::{CausalContext, Causality, Dot, ReplicaId, VersionVector};
 pub use lww::LwwReg;
 pub use ormap::{Delta, ORMap};
-pub use sync::{Config, Effect, Message, Replica, Stats};
+pub use sync::{Body, Config, Effect, Message, Replica, Stats};

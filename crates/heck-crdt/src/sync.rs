@@ -14,8 +14,10 @@
 //!                                       <── Ack{ seq: c }
 //!     A[j] = max(A[j], c); groups every peer acked are dropped
 //!  every `digest_every` ticks, to one random peer:  Digest{ ctx }  ──>
-//!     j sees i's context lacks dots j holds though i acked all of j's buffer ─> i lost state
-//!     (restarted): j resets A[i] = 0, so i gets the full state next time.
+//!     j sees i's context lacks dots j holds though i acked all of j's buffer ─> i lost state:
+//!     j resets A[i] = 0, so i gets the full state next time.
+//!  every message carries its sender's ReplicaId; a new id (epoch) from the same peer means it
+//!  restarted, and its acknowledgement position is reset the same way.
 //! ```
 //!
 //! Invariants: (1) a delta group is retransmitted until acked, so loss and reordering only
@@ -29,9 +31,19 @@ use serde::{Deserialize, Serialize};
 use crate::causal::{CausalContext, ReplicaId};
 use crate::ormap::{Delta, ORMap};
 
-/// A message between replicas.
+/// A message between replicas: who sent it (replica id, including its epoch) and what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Message<K: Ord, V> {
+pub struct Message<K: Ord, V> {
+    /// The sender's replica id. A new id from the same peer means it restarted: it has lost
+    /// whatever it acknowledged before, so its acknowledgement position is reset.
+    pub sender: ReplicaId,
+    /// What it says.
+    pub body: Body<K, V>,
+}
+
+/// What a message says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body<K: Ord, V> {
     /// Every group before `seq` that the receiver had not acked, joined (or the full state).
     Delta {
         /// Ack with this.
@@ -114,6 +126,8 @@ pub struct Replica<P, K: Ord, V> {
     next_seq: u64,
     /// For each peer, the first group it has not acked.
     acked: BTreeMap<P, u64>,
+    /// The replica id last heard from each peer (to notice restarts).
+    incarnation: BTreeMap<P, ReplicaId>,
     ticks: u64,
     stats: Stats,
 }
@@ -157,6 +171,7 @@ where
             first_seq: 0,
             next_seq: 0,
             acked: BTreeMap::new(),
+            incarnation: BTreeMap::new(),
             ticks: 0,
             stats: Stats::default(),
         }
@@ -237,12 +252,10 @@ where
         }
         if self.ticks.is_multiple_of(self.config.digest_every.max(1)) {
             let to = peers[(splitmix(&mut random) % peers.len() as u64) as usize].clone();
-            out.push(Effect::Send {
-                to,
-                msg: Message::Digest {
-                    ctx: self.map.context().clone(),
-                },
+            let msg = self.message(Body::Digest {
+                ctx: self.map.context().clone(),
             });
+            out.push(Effect::Send { to, msg });
         }
         self.gc();
         out
@@ -256,10 +269,11 @@ where
         }
         if from < self.first_seq {
             self.stats.full_states_sent += 1;
-            return Some(Message::Delta {
+            let body = Body::Delta {
                 seq: self.next_seq,
                 delta: self.map.state().clone(),
-            });
+            };
+            return Some(self.message(body));
         }
         let mut joined = Delta::default();
         let skip = (from - self.first_seq) as usize;
@@ -274,10 +288,17 @@ where
             return None;
         }
         self.stats.deltas_sent += 1;
-        Some(Message::Delta {
+        Some(self.message(Body::Delta {
             seq: self.next_seq,
             delta: joined,
-        })
+        }))
+    }
+
+    fn message(&self, body: Body<K, V>) -> Message<K, V> {
+        Message {
+            sender: self.id,
+            body,
+        }
     }
 
     /// Drop the groups every peer has acked.
@@ -296,23 +317,30 @@ where
 
     /// Handle a message from `from`.
     pub fn handle_message(&mut self, from: P, msg: Message<K, V>) -> Vec<Effect<P, K, V>> {
-        match msg {
-            Message::Delta { seq, delta } => {
+        if self
+            .incarnation
+            .insert(from.clone(), msg.sender)
+            .is_some_and(|old| old != msg.sender)
+        {
+            // A restarted peer (new epoch): whatever its previous incarnation acked is gone.
+            self.acked.insert(from.clone(), 0);
+            self.stats.resets += 1;
+        }
+        match msg.body {
+            Body::Delta { seq, delta } => {
                 match self.map.news(&delta) {
                     Some(news) => self.apply_and_buffer(news, Some(from.clone())),
                     None => self.stats.redundant_received += 1,
                 }
-                vec![Effect::Send {
-                    to: from,
-                    msg: Message::Ack { seq },
-                }]
+                let ack = self.message(Body::Ack { seq });
+                vec![Effect::Send { to: from, msg: ack }]
             }
-            Message::Ack { seq } => {
+            Body::Ack { seq } => {
                 let a = self.acked.entry(from).or_insert(0);
                 *a = (*a).max(seq.min(self.next_seq));
                 Vec::new()
             }
-            Message::Digest { ctx } => {
+            Body::Digest { ctx } => {
                 let acked_all = self.acked.get(&from).is_some_and(|&a| a >= self.next_seq);
                 if acked_all && !ctx.covers(self.map.context()) {
                     // It acked everything we have, yet lacks some of it: it lost its state.

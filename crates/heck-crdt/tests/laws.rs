@@ -207,7 +207,7 @@ proptest! {
     #[test]
     fn messages_round_trip_and_truncations_are_errors(ops in prop::collection::vec(op(), 0..20), cut in any::<prop::sample::Index>()) {
         let (m, _) = run(&ops);
-        let msg: Message<u8, u16> = Message::Delta { seq: 9, delta: m[0].state().clone() };
+        let msg: Message<u8, u16> = Message { sender: rid(0), body: Body::Delta { seq: 9, delta: m[0].state().clone() } };
         let bytes = wire::encode(&msg);
         prop_assert_eq!(wire::decode::<Message<u8, u16>>(&bytes, 1 << 20).unwrap(), msg);
         let cut = cut.index(bytes.len());
@@ -219,7 +219,10 @@ proptest! {
 
 #[test]
 fn oversized_and_unknown_versions_are_rejected() {
-    let bytes = wire::encode(&Message::<u8, u16>::Ack { seq: 1 });
+    let bytes = wire::encode(&Message::<u8, u16> {
+        sender: rid(0),
+        body: Body::Ack { seq: 1 },
+    });
     assert!(matches!(
         wire::decode::<Message<u8, u16>>(&bytes, 1),
         Err(wire::DecodeError::TooLarge { .. })

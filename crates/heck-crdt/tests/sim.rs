@@ -32,9 +32,9 @@ impl Process for Kv {
 
     fn on_tick(&mut self, now: Duration, random: u64, out: &mut Outbox<Self::Msg>) {
         // A client at this replica: one operation in eight ticks, until WRITES_UNTIL.
-        if now < WRITES_UNTIL && random % 8 == 0 {
+        if now < WRITES_UNTIL && random.is_multiple_of(8) {
             let key = format!("k{}", (random >> 8) % 40);
-            if (random >> 16) % 5 == 0 {
+            if (random >> 16).is_multiple_of(5) {
                 self.replica.remove(&key);
             } else {
                 self.replica.write(key, format!("v{}", random >> 24));
