@@ -3,7 +3,7 @@
 //! decoder survives anything.
 #![allow(clippy::unwrap_used)]
 use heck_crdt::{
-    Causality, Config, Delta, Effect, Message, ORMap, Replica, ReplicaId, VersionVector, wire,
+    Body, Causality, Config, Delta, Effect, Message, ORMap, Replica, ReplicaId, VersionVector, wire,
 };
 use proptest::prelude::*;
 
