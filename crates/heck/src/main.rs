@@ -34,6 +34,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Offline: which member owns which target, in priority order (rendezvous hashing).
     Ownership(cmd::ownership::Args),
+    /// Run one replica of the delta-CRDT key-value store.
+    Kv(cmd::kv::Args),
     /// Print the version.
     Version,
 }
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Ownership(args) => cmd::ownership::run(args),
         Command::Fleet(args) => cmd::fleet::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Kv(args) => cmd::kv::run(args),
         Command::Version => {
             println!("heck {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

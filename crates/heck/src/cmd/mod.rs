@@ -3,6 +3,7 @@ pub mod agent;
 pub mod check;
 pub mod demo;
 pub mod fleet;
+pub mod kv;
 pub mod ownership;
 pub mod status;
 pub mod targets;
