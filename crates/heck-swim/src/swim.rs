@@ -1,0 +1,954 @@
+//! The SWIM state machine with Lifeguard.
+//!
+//! ```text
+//!  every probe interval × (LHM+1):  next member in a shuffled round-robin order
+//!    me ──Ping(seq)──────────────────────────────> target
+//!    me <─Ack(seq)──────────────────────────────── target            (success: LHM − 1)
+//!  no Ack within probe timeout × (LHM+1):
+//!    me ──PingReq(seq, target)──> k helpers ──Ping──> target
+//!    me <─Ack(seq)──────────────── helper <──Ack───── target
+//!    me <─Nack(seq)─────────────── helper             (helper got no answer: Lifeguard nack)
+//!  no Ack by the end of the probe interval: suspect target; LHM + (k − nacks), or + 1
+//!  Suspect(target, inc) spreads by piggyback; target (told first: buddy system) refutes
+//!  with Alive(inc + 1); otherwise after the suspicion timeout → Dead(target).
+//!  suspicion timeout: from max = β·min down to min = α·max(1, log10 n)·probe interval, shrinking
+//!  with each independent confirmation (Lifeguard's dynamic suspicion).
+//! ```
+//!
+//! Invariants: (1) an update about a member is applied only if it is newer: a higher
+//! incarnation, or at the same incarnation Suspect over Alive and Dead/Left over Suspect;
+//! (2) only the member itself raises its incarnation (to refute); (3) time and randomness come
+//! in as arguments (`now`, a seed): the same inputs give the same effects.
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol parameters. See [`Config::lan`] and [`Config::fast`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Time between two probes by this member (scaled by the local health multiplier).
+    pub probe_interval: Duration,
+    /// Time to wait for a direct Ack before asking helpers (scaled likewise); < probe_interval.
+    pub probe_timeout: Duration,
+    /// Helpers asked to probe indirectly (k).
+    pub indirect_checks: usize,
+    /// Time between two gossip rounds (pending updates to `gossip_nodes` random members).
+    pub gossip_interval: Duration,
+    /// Members gossiped to per round.
+    pub gossip_nodes: usize,
+    /// λ: each update is sent λ·⌈log10(n+1)⌉ times.
+    pub retransmit_mult: u32,
+    /// α: the suspicion timeout is at least α·max(1, log10 n)·probe interval.
+    pub suspicion_mult: u32,
+    /// β: the suspicion timeout starts at β times its minimum.
+    pub suspicion_max_mult: u32,
+    /// Largest local health multiplier (Lifeguard's awareness).
+    pub awareness_max: u32,
+    /// Time between two re-announcements to a seed (and to a dead member, to heal partitions).
+    pub announce_interval: Duration,
+    /// Most updates piggybacked on one packet.
+    pub max_piggyback: usize,
+}
+
+impl Config {
+    /// memberlist's LAN profile (Consul, Nomad): probe 1 s, timeout 500 ms, 3 indirect probes,
+    /// gossip every 200 ms to 3 members, α = 4, β = 6, awareness up to 8.
+    pub fn lan() -> Config {
+        Config {
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_checks: 3,
+            gossip_interval: Duration::from_millis(200),
+            gossip_nodes: 3,
+            retransmit_mult: 4,
+            suspicion_mult: 4,
+            suspicion_max_mult: 6,
+            awareness_max: 8,
+            announce_interval: Duration::from_secs(10),
+            max_piggyback: 16,
+        }
+    }
+
+    /// Five times faster than LAN, for a cluster on one machine or rack.
+    pub fn fast() -> Config {
+        Config {
+            probe_interval: Duration::from_millis(200),
+            probe_timeout: Duration::from_millis(100),
+            gossip_interval: Duration::from_millis(50),
+            announce_interval: Duration::from_secs(2),
+            ..Config::lan()
+        }
+    }
+}
+
+/// A member's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum State {
+    /// Answering probes.
+    Alive,
+    /// Missed a probe; will be declared dead unless it refutes.
+    Suspect,
+    /// Declared dead.
+    Dead,
+    /// Left on purpose.
+    Left,
+}
+
+/// What the cluster knows of one member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member<A> {
+    /// Stable name.
+    pub name: String,
+    /// Where to reach it.
+    pub addr: A,
+    /// Raised only by the member itself, to refute suspicion or to rejoin.
+    pub incarnation: u64,
+    /// Alive, suspect, dead or left.
+    pub state: State,
+}
+
+/// A membership update, piggybacked on packets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Update<A> {
+    /// `name` is alive at `addr`, incarnation `inc`.
+    Alive {
+        /// Member.
+        name: String,
+        /// Address.
+        addr: A,
+        /// Incarnation.
+        inc: u64,
+    },
+    /// `from` suspects `name`.
+    Suspect {
+        /// Member.
+        name: String,
+        /// Incarnation.
+        inc: u64,
+        /// Accuser.
+        from: String,
+    },
+    /// `from` declared `name` dead.
+    Dead {
+        /// Member.
+        name: String,
+        /// Incarnation.
+        inc: u64,
+        /// Declarer.
+        from: String,
+    },
+    /// `name` left.
+    Left {
+        /// Member.
+        name: String,
+        /// Incarnation.
+        inc: u64,
+    },
+}
+
+impl<A> Update<A> {
+    fn name(&self) -> &str {
+        match self {
+            Update::Alive { name, .. }
+            | Update::Suspect { name, .. }
+            | Update::Dead { name, .. }
+            | Update::Left { name, .. } => name,
+        }
+    }
+}
+
+/// What a packet asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body<A> {
+    /// "Are you alive?"
+    Ping {
+        /// Echo it in the Ack.
+        seq: u64,
+    },
+    /// "Yes."
+    Ack {
+        /// From the Ping.
+        seq: u64,
+    },
+    /// "Please ping `target` for me."
+    PingReq {
+        /// Echo it in the Ack/Nack.
+        seq: u64,
+        /// Whom.
+        target: String,
+        /// Its address.
+        addr: A,
+    },
+    /// "I pinged it for you and got nothing."
+    Nack {
+        /// From the PingReq.
+        seq: u64,
+    },
+    /// "I want to join": answer with every member you know.
+    Join,
+    /// The members the answering node knows.
+    JoinReply {
+        /// Everyone, with state and incarnation.
+        members: Vec<Member<A>>,
+    },
+    /// Only piggybacked updates.
+    Gossip,
+}
+
+/// One datagram: who sends it, what it asks, and piggybacked updates and payloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Packet<A> {
+    /// The sender's name.
+    pub from: String,
+    /// The sender's address (so a joiner can be answered).
+    pub from_addr: A,
+    /// What it asks.
+    pub body: Body<A>,
+    /// Membership updates.
+    pub updates: Vec<Update<A>>,
+    /// Other layers' payloads (opaque).
+    pub payloads: Vec<Vec<u8>>,
+}
+
+/// Timers the driver delivers back with [`Swim::handle_timer`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// Start the next probe.
+    Probe,
+    /// The direct-probe deadline of probe `seq`.
+    ProbeTimeout(u64),
+    /// The end of probe `seq`'s period.
+    ProbeEnd(u64),
+    /// The deadline of an indirect probe we run for someone.
+    IndirectTimeout(u64),
+    /// Check the suspicion of `name`.
+    Suspicion(String),
+    /// Gossip round.
+    Gossip,
+    /// Re-announce to a seed.
+    Announce,
+}
+
+/// What membership tells the layers above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notification {
+    /// A member joined, or came back.
+    Up(String),
+    /// A member is suspected.
+    Suspect(String),
+    /// A member was declared dead.
+    Down(String),
+    /// A member left.
+    Left(String),
+    /// Another layer's payload arrived.
+    Payload(Vec<u8>),
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect<A> {
+    /// Send `packet` to `to`.
+    Send {
+        /// Address.
+        to: A,
+        /// The packet.
+        packet: Packet<A>,
+    },
+    /// Deliver `timer` after `after`.
+    Schedule {
+        /// Delay.
+        after: Duration,
+        /// Timer.
+        timer: Timer,
+    },
+    /// Tell the layers above.
+    Notify(Notification),
+}
+
+#[derive(Debug, Clone)]
+struct Probe {
+    target: String,
+    acked: bool,
+    expected_nacks: usize,
+    nacks: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Suspicion {
+    inc: u64,
+    start: Duration,
+    confirmers: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Broadcast<A> {
+    update: Update<A>,
+    left: u32,
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Probes that got no ack at all.
+    pub failed_probes: u64,
+    /// Times this member refuted a suspicion of itself.
+    pub refutations: u64,
+    /// Members this member declared dead.
+    pub declared_dead: u64,
+}
+
+/// One member's SWIM state machine. `A` is an address (a `SocketAddr`, or a simulator id).
+#[derive(Debug)]
+pub struct Swim<A> {
+    config: Config,
+    me: Member<A>,
+    members: BTreeMap<String, Member<A>>,
+    order: Vec<String>,
+    next: usize,
+    seq: u64,
+    probes: BTreeMap<u64, Probe>,
+    /// Indirect probes run for others: our seq → (requester, its seq).
+    indirect: BTreeMap<u64, (A, u64)>,
+    suspicions: BTreeMap<String, Suspicion>,
+    broadcasts: Vec<Broadcast<A>>,
+    payloads: Vec<(Vec<u8>, u32)>,
+    awareness: u32,
+    rng: u64,
+    seeds: Vec<A>,
+    left: bool,
+    stats: Stats,
+}
+
+impl<A: Clone + PartialEq> Swim<A> {
+    /// A member named `name` at `addr`, incarnation `incarnation` (use a value above any this
+    /// name used before, e.g. the start time, so a restart is newer than its own death).
+    pub fn new(
+        name: impl Into<String>,
+        addr: A,
+        incarnation: u64,
+        config: Config,
+        seed: u64,
+    ) -> Self {
+        Swim {
+            config,
+            me: Member {
+                name: name.into(),
+                addr,
+                incarnation,
+                state: State::Alive,
+            },
+            members: BTreeMap::new(),
+            order: Vec::new(),
+            next: 0,
+            seq: 0,
+            probes: BTreeMap::new(),
+            indirect: BTreeMap::new(),
+            suspicions: BTreeMap::new(),
+            broadcasts: Vec::new(),
+            payloads: Vec::new(),
+            awareness: 0,
+            rng: seed ^ 0x5357_494d,
+            seeds: Vec::new(),
+            left: false,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Start: schedule the timers, and announce to `seeds` (retried every announce interval).
+    pub fn start(&mut self, seeds: Vec<A>) -> Vec<Effect<A>> {
+        self.seeds = seeds;
+        let mut out = vec![
+            Effect::Schedule {
+                after: self.jitter(self.config.probe_interval),
+                timer: Timer::Probe,
+            },
+            Effect::Schedule {
+                after: self.config.gossip_interval,
+                timer: Timer::Gossip,
+            },
+            Effect::Schedule {
+                after: self.config.announce_interval,
+                timer: Timer::Announce,
+            },
+        ];
+        self.announce(&mut out, true);
+        out
+    }
+
+    /// This member.
+    pub fn me(&self) -> &Member<A> {
+        &self.me
+    }
+
+    /// Every other member known, in any state.
+    pub fn members(&self) -> impl Iterator<Item = &Member<A>> {
+        self.members.values()
+    }
+
+    /// Members alive or suspect (what ownership should treat as live).
+    pub fn live(&self) -> impl Iterator<Item = &Member<A>> {
+        self.members
+            .values()
+            .filter(|m| matches!(m.state, State::Alive | State::Suspect))
+    }
+
+    /// Lifeguard's local health multiplier (0 = healthy).
+    pub fn awareness(&self) -> u32 {
+        self.awareness
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Queue an opaque payload for other members (piggybacked, λ·log n transmissions).
+    pub fn broadcast_payload(&mut self, bytes: Vec<u8>) {
+        let n = self.transmits();
+        self.payloads.push((bytes, n));
+    }
+
+    /// Leave gracefully: tell everyone, stop probing.
+    pub fn leave(&mut self) -> Vec<Effect<A>> {
+        self.me.incarnation += 1;
+        self.me.state = State::Left;
+        self.left = true;
+        let update = Update::Left {
+            name: self.me.name.clone(),
+            inc: self.me.incarnation,
+        };
+        self.enqueue(update);
+        let mut out = Vec::new();
+        let targets: Vec<A> = self.live().map(|m| m.addr.clone()).collect();
+        for to in targets {
+            let packet = self.packet(Body::Gossip, None);
+            out.push(Effect::Send { to, packet });
+        }
+        out
+    }
+
+    fn random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn jitter(&mut self, d: Duration) -> Duration {
+        let ns = d.as_nanos().max(1) as u64;
+        Duration::from_nanos(self.random() % ns)
+    }
+
+    fn scaled(&self, d: Duration) -> Duration {
+        d * (self.awareness + 1)
+    }
+
+    fn n(&self) -> usize {
+        self.live().count() + 1
+    }
+
+    fn transmits(&self) -> u32 {
+        let log = ((self.n() + 1) as f64).log10().ceil().max(1.0) as u32;
+        self.config.retransmit_mult * log
+    }
+
+    fn enqueue(&mut self, update: Update<A>) {
+        // A newer update about a member invalidates the queued older one.
+        self.broadcasts.retain(|b| b.update.name() != update.name());
+        let left = self.transmits();
+        self.broadcasts.push(Broadcast { update, left });
+    }
+
+    /// A packet with as many pending updates as fit, least-sent first; `first` (the buddy
+    /// system's suspicion notice) goes in front.
+    fn packet(&mut self, body: Body<A>, first: Option<&str>) -> Packet<A> {
+        self.broadcasts.sort_by_key(|b| {
+            let front = first
+                .is_some_and(|f| matches!(&b.update, Update::Suspect { name, .. } if name == f));
+            (!front, std::cmp::Reverse(b.left))
+        });
+        let take = self.config.max_piggyback.min(self.broadcasts.len());
+        let mut updates = Vec::with_capacity(take);
+        for b in self.broadcasts.iter_mut().take(take) {
+            updates.push(b.update.clone());
+            b.left = b.left.saturating_sub(1);
+        }
+        self.broadcasts.retain(|b| b.left > 0);
+        let payloads: Vec<Vec<u8>> = self.payloads.iter().map(|(p, _)| p.clone()).collect();
+        for p in &mut self.payloads {
+            p.1 = p.1.saturating_sub(1);
+        }
+        self.payloads.retain(|p| p.1 > 0);
+        Packet {
+            from: self.me.name.clone(),
+            from_addr: self.me.addr.clone(),
+            body,
+            updates,
+            payloads,
+        }
+    }
+
+    fn announce(&mut self, out: &mut Vec<Effect<A>>, all_seeds: bool) {
+        let alive = Update::Alive {
+            name: self.me.name.clone(),
+            addr: self.me.addr.clone(),
+            inc: self.me.incarnation,
+        };
+        let mut targets: Vec<A> = Vec::new();
+        if all_seeds {
+            targets.extend(self.seeds.iter().cloned());
+        } else if !self.seeds.is_empty() {
+            let i = (self.random() % self.seeds.len() as u64) as usize;
+            targets.push(self.seeds[i].clone());
+        }
+        // A random dead member too: if it is alive on the other side of a healed partition,
+        // the two sides merge again.
+        let dead: Vec<A> = self
+            .members
+            .values()
+            .filter(|m| m.state == State::Dead)
+            .map(|m| m.addr.clone())
+            .collect();
+        if !dead.is_empty() {
+            let i = (self.random() % dead.len() as u64) as usize;
+            targets.push(dead[i].clone());
+        }
+        for to in targets {
+            if to == self.me.addr {
+                continue;
+            }
+            let mut packet = self.packet(Body::Join, None);
+            packet.updates.insert(0, alive.clone());
+            out.push(Effect::Send { to, packet });
+        }
+    }
+
+    /// A timer fired.
+    pub fn handle_timer(&mut self, now: Duration, timer: Timer) -> Vec<Effect<A>> {
+        let mut out = Vec::new();
+        if self.left {
+            return out;
+        }
+        match timer {
+            Timer::Probe => {
+                out.push(Effect::Schedule {
+                    after: self.scaled(self.config.probe_interval),
+                    timer: Timer::Probe,
+                });
+                self.probe(&mut out);
+            }
+            Timer::ProbeTimeout(seq) => {
+                let Some(p) = self.probes.get(&seq) else {
+                    return out;
+                };
+                if p.acked {
+                    return out;
+                }
+                let target = p.target.clone();
+                let Some(addr) = self.members.get(&target).map(|m| m.addr.clone()) else {
+                    return out;
+                };
+                let mut helpers: Vec<A> = self
+                    .live()
+                    .filter(|m| m.name != target)
+                    .map(|m| m.addr.clone())
+                    .collect();
+                self.shuffle(&mut helpers);
+                helpers.truncate(self.config.indirect_checks);
+                if let Some(p) = self.probes.get_mut(&seq) {
+                    p.expected_nacks = helpers.len();
+                }
+                for to in helpers {
+                    let packet = self.packet(
+                        Body::PingReq {
+                            seq,
+                            target: target.clone(),
+                            addr: addr.clone(),
+                        },
+                        None,
+                    );
+                    out.push(Effect::Send { to, packet });
+                }
+            }
+            Timer::ProbeEnd(seq) => {
+                let Some(p) = self.probes.remove(&seq) else {
+                    return out;
+                };
+                if p.acked {
+                    self.awareness = self.awareness.saturating_sub(1);
+                    return out;
+                }
+                self.stats.failed_probes += 1;
+                // Lifeguard: missing nacks mean our own network or CPU is the problem.
+                let delta = if p.expected_nacks > 0 {
+                    (p.expected_nacks - p.nacks.min(p.expected_nacks)) as u32
+                } else {
+                    1
+                };
+                self.awareness = (self.awareness + delta).min(self.config.awareness_max);
+                if let Some(m) = self.members.get(&p.target).cloned()
+                    && m.state == State::Alive
+                {
+                    let update = Update::Suspect {
+                        name: m.name.clone(),
+                        inc: m.incarnation,
+                        from: self.me.name.clone(),
+                    };
+                    self.apply(now, update, &mut out);
+                }
+            }
+            Timer::IndirectTimeout(seq) => {
+                if let Some((requester, their_seq)) = self.indirect.remove(&seq) {
+                    let packet = self.packet(Body::Nack { seq: their_seq }, None);
+                    out.push(Effect::Send {
+                        to: requester,
+                        packet,
+                    });
+                }
+            }
+            Timer::Suspicion(name) => self.check_suspicion(now, &name, &mut out),
+            Timer::Gossip => {
+                out.push(Effect::Schedule {
+                    after: self.config.gossip_interval,
+                    timer: Timer::Gossip,
+                });
+                if self.broadcasts.is_empty() && self.payloads.is_empty() {
+                    return out;
+                }
+                let mut peers: Vec<A> = self.live().map(|m| m.addr.clone()).collect();
+                self.shuffle(&mut peers);
+                peers.truncate(self.config.gossip_nodes);
+                for to in peers {
+                    let packet = self.packet(Body::Gossip, None);
+                    out.push(Effect::Send { to, packet });
+                }
+            }
+            Timer::Announce => {
+                out.push(Effect::Schedule {
+                    after: self.config.announce_interval,
+                    timer: Timer::Announce,
+                });
+                self.announce(&mut out, false);
+            }
+        }
+        out
+    }
+
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.random() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+
+    fn probe(&mut self, out: &mut Vec<Effect<A>>) {
+        // Randomized round-robin: walk a shuffled list; reshuffle at the end, so every member is
+        // probed once per round and a failure is found within n probe periods at worst.
+        let target = loop {
+            if self.next >= self.order.len() {
+                let mut order: Vec<String> = self.live().map(|m| m.name.clone()).collect();
+                if order.is_empty() {
+                    return;
+                }
+                self.shuffle(&mut order);
+                self.order = order;
+                self.next = 0;
+            }
+            let name = self.order[self.next].clone();
+            self.next += 1;
+            if self
+                .members
+                .get(&name)
+                .is_some_and(|m| matches!(m.state, State::Alive | State::Suspect))
+            {
+                break name;
+            }
+        };
+        let Some(m) = self.members.get(&target).cloned() else {
+            return;
+        };
+        self.seq += 1;
+        let seq = self.seq;
+        self.probes.insert(
+            seq,
+            Probe {
+                target: target.clone(),
+                acked: false,
+                expected_nacks: 0,
+                nacks: 0,
+            },
+        );
+        // Buddy system: a suspect learns of it from the member that probes it, first thing.
+        let first = (m.state == State::Suspect).then_some(target.as_str());
+        let packet = self.packet(Body::Ping { seq }, first);
+        out.push(Effect::Send { to: m.addr, packet });
+        out.push(Effect::Schedule {
+            after: self.scaled(self.config.probe_timeout),
+            timer: Timer::ProbeTimeout(seq),
+        });
+        out.push(Effect::Schedule {
+            after: self.scaled(self.config.probe_interval),
+            timer: Timer::ProbeEnd(seq),
+        });
+    }
+
+    /// A packet arrived from `from`.
+    pub fn handle_packet(&mut self, now: Duration, from: A, packet: Packet<A>) -> Vec<Effect<A>> {
+        let mut out = Vec::new();
+        if self.left {
+            return out;
+        }
+        for update in packet.updates {
+            self.apply(now, update, &mut out);
+        }
+        for p in packet.payloads {
+            out.push(Effect::Notify(Notification::Payload(p)));
+        }
+        match packet.body {
+            Body::Ping { seq } => {
+                let reply = self.packet(Body::Ack { seq }, None);
+                out.push(Effect::Send {
+                    to: from,
+                    packet: reply,
+                });
+            }
+            Body::Ack { seq } => {
+                if let Some(p) = self.probes.get_mut(&seq) {
+                    p.acked = true;
+                } else if let Some((requester, their_seq)) = self.indirect.remove(&seq) {
+                    let reply = self.packet(Body::Ack { seq: their_seq }, None);
+                    out.push(Effect::Send {
+                        to: requester,
+                        packet: reply,
+                    });
+                }
+            }
+            Body::PingReq {
+                seq,
+                target: _,
+                addr,
+            } => {
+                self.seq += 1;
+                let mine = self.seq;
+                self.indirect.insert(mine, (from, seq));
+                let ping = self.packet(Body::Ping { seq: mine }, None);
+                out.push(Effect::Send {
+                    to: addr,
+                    packet: ping,
+                });
+                // Answer with a Nack before the requester's probe period ends (80% of the timeout).
+                out.push(Effect::Schedule {
+                    after: self.config.probe_timeout * 4 / 5,
+                    timer: Timer::IndirectTimeout(mine),
+                });
+            }
+            Body::Nack { seq } => {
+                if let Some(p) = self.probes.get_mut(&seq) {
+                    p.nacks += 1;
+                }
+            }
+            Body::Join => {
+                let mut members: Vec<Member<A>> = self.members.values().cloned().collect();
+                members.push(self.me.clone());
+                let reply = self.packet(Body::JoinReply { members }, None);
+                out.push(Effect::Send {
+                    to: from,
+                    packet: reply,
+                });
+            }
+            Body::JoinReply { members } => {
+                for m in members {
+                    let update = match m.state {
+                        State::Alive | State::Suspect => Update::Alive {
+                            name: m.name,
+                            addr: m.addr,
+                            inc: m.incarnation,
+                        },
+                        State::Dead => Update::Dead {
+                            name: m.name,
+                            inc: m.incarnation,
+                            from: packet.from.clone(),
+                        },
+                        State::Left => Update::Left {
+                            name: m.name,
+                            inc: m.incarnation,
+                        },
+                    };
+                    self.apply(now, update, &mut out);
+                }
+            }
+            Body::Gossip => {}
+        }
+        out
+    }
+
+    /// Apply an update if it is news; re-broadcast it if so.
+    fn apply(&mut self, now: Duration, update: Update<A>, out: &mut Vec<Effect<A>>) {
+        if update.name() == self.me.name {
+            self.about_me(update);
+            return;
+        }
+        match &update {
+            Update::Alive { name, addr, inc } => {
+                let known = self.members.get(name);
+                let news = match known {
+                    None => true,
+                    Some(m) => *inc > m.incarnation,
+                };
+                if !news {
+                    return;
+                }
+                let was = known.map(|m| m.state);
+                self.members.insert(
+                    name.clone(),
+                    Member {
+                        name: name.clone(),
+                        addr: addr.clone(),
+                        incarnation: *inc,
+                        state: State::Alive,
+                    },
+                );
+                self.suspicions.remove(name);
+                if was != Some(State::Alive) {
+                    out.push(Effect::Notify(Notification::Up(name.clone())));
+                }
+                if was.is_none() {
+                    // A newcomer goes to a random place in the probe order.
+                    let at = if self.order.is_empty() {
+                        0
+                    } else {
+                        (self.random() % (self.order.len() as u64 + 1)) as usize
+                    };
+                    self.order.insert(at, name.clone());
+                }
+            }
+            Update::Suspect { name, inc, from } => {
+                let Some(m) = self.members.get_mut(name) else {
+                    return;
+                };
+                if *inc < m.incarnation || matches!(m.state, State::Dead | State::Left) {
+                    return;
+                }
+                if m.state == State::Suspect && *inc == m.incarnation {
+                    // An independent confirmation: the timeout shrinks (Lifeguard).
+                    let Some(s) = self.suspicions.get_mut(name) else {
+                        return;
+                    };
+                    if s.confirmers.insert(from.clone()) {
+                        let left = self
+                            .suspicion_deadline(name)
+                            .map(|d| d.saturating_sub(now))
+                            .unwrap_or_default();
+                        out.push(Effect::Schedule {
+                            after: left,
+                            timer: Timer::Suspicion(name.clone()),
+                        });
+                    }
+                    return;
+                }
+                m.state = State::Suspect;
+                m.incarnation = *inc;
+                self.suspicions.insert(
+                    name.clone(),
+                    Suspicion {
+                        inc: *inc,
+                        start: now,
+                        confirmers: BTreeSet::from([from.clone()]),
+                    },
+                );
+                out.push(Effect::Notify(Notification::Suspect(name.clone())));
+                let after = self
+                    .suspicion_deadline(name)
+                    .map(|d| d.saturating_sub(now))
+                    .unwrap_or_default();
+                out.push(Effect::Schedule {
+                    after,
+                    timer: Timer::Suspicion(name.clone()),
+                });
+            }
+            Update::Dead { name, inc, .. } | Update::Left { name, inc } => {
+                let left = matches!(update, Update::Left { .. });
+                let Some(m) = self.members.get_mut(name) else {
+                    // Never seen: remember it (so a stale Alive does not resurrect it).
+                    return;
+                };
+                if *inc < m.incarnation || matches!(m.state, State::Dead | State::Left) {
+                    return;
+                }
+                m.state = if left { State::Left } else { State::Dead };
+                m.incarnation = *inc;
+                self.suspicions.remove(name);
+                out.push(Effect::Notify(if left {
+                    Notification::Left(name.clone())
+                } else {
+                    Notification::Down(name.clone())
+                }));
+            }
+        }
+        self.enqueue(update);
+    }
+
+    fn about_me(&mut self, update: Update<A>) {
+        let accused_inc = match update {
+            Update::Suspect { inc, .. } | Update::Dead { inc, .. } => inc,
+            Update::Alive { .. } | Update::Left { .. } => return,
+        };
+        if accused_inc < self.me.incarnation {
+            return; // already refuted
+        }
+        // Refute: a higher incarnation than the accusation. Lifeguard: being suspected hints that
+        // we are the slow one, so we probe less eagerly for a while.
+        self.me.incarnation = accused_inc + 1;
+        self.awareness = (self.awareness + 1).min(self.config.awareness_max);
+        self.stats.refutations += 1;
+        let alive = Update::Alive {
+            name: self.me.name.clone(),
+            addr: self.me.addr.clone(),
+            inc: self.me.incarnation,
+        };
+        self.enqueue(alive);
+    }
+
+    /// When `name`'s suspicion expires: from β·min down to min, shrinking with log(confirmations).
+    fn suspicion_deadline(&self, name: &str) -> Option<Duration> {
+        let s = self.suspicions.get(name)?;
+        let n = self.n().max(1) as f64;
+        let min = self.config.probe_interval.as_secs_f64()
+            * f64::from(self.config.suspicion_mult)
+            * n.log10().max(1.0);
+        let max = min * f64::from(self.config.suspicion_max_mult);
+        // Confirmations beyond the first accuser, against the k = α − 2 expected.
+        let k = f64::from(self.config.suspicion_mult.saturating_sub(2).max(1));
+        let c = (s.confirmers.len().saturating_sub(1)) as f64;
+        let frac = ((c + 1.0).ln() / (k + 1.0).ln()).min(1.0);
+        let timeout = (max - (max - min) * frac).max(min);
+        Some(s.start + Duration::from_secs_f64(timeout))
+    }
+
+    fn check_suspicion(&mut self, now: Duration, name: &str, out: &mut Vec<Effect<A>>) {
+        let Some(deadline) = self.suspicion_deadline(name) else {
+            return;
+        };
+        if now < deadline {
+            return; // a later check is scheduled
+        }
+        let Some(s) = self.suspicions.remove(name) else {
+            return;
+        };
+        let Some(m) = self.members.get(name) else {
+            return;
+        };
+        if m.state != State::Suspect || m.incarnation != s.inc {
+            return;
+        }
+        self.stats.declared_dead += 1;
+        let update = Update::Dead {
+            name: name.to_string(),
+            inc: s.inc,
+            from: self.me.name.clone(),
+        };
+        self.apply(now, update, out);
+    }
+}

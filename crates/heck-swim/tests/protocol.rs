@@ -1,0 +1,330 @@
+//! The protocol step by step, asserting exact effects. Addresses are plain numbers.
+#![allow(clippy::unwrap_used)]
+use std::time::Duration;
+
+use heck_swim::{Body, Config, Effect, Notification, Packet, State, Swim, Timer, Update};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn packet(from: &str, addr: u32, body: Body<u32>, updates: Vec<Update<u32>>) -> Packet<u32> {
+    Packet {
+        from: from.into(),
+        from_addr: addr,
+        body,
+        updates,
+        payloads: vec![],
+    }
+}
+
+fn alive(name: &str, addr: u32, inc: u64) -> Update<u32> {
+    Update::Alive {
+        name: name.into(),
+        addr,
+        inc,
+    }
+}
+
+/// A member "a" (address 1) that knows b (2), c (3), d (4).
+fn member_a() -> Swim<u32> {
+    let mut a = Swim::new("a", 1, 1, Config::lan(), 42);
+    a.start(vec![]);
+    let fx = a.handle_packet(
+        ms(0),
+        2,
+        packet(
+            "b",
+            2,
+            Body::Gossip,
+            vec![alive("b", 2, 1), alive("c", 3, 1), alive("d", 4, 1)],
+        ),
+    );
+    assert_eq!(
+        fx,
+        vec![
+            Effect::Notify(Notification::Up("b".into())),
+            Effect::Notify(Notification::Up("c".into())),
+            Effect::Notify(Notification::Up("d".into())),
+        ]
+    );
+    a
+}
+
+fn sends(fx: &[Effect<u32>]) -> Vec<(u32, Body<u32>)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, packet } => Some((*to, packet.body.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_ping_is_answered_with_an_ack() {
+    let mut a = member_a();
+    let fx = a.handle_packet(ms(1), 3, packet("c", 3, Body::Ping { seq: 7 }, vec![]));
+    assert_eq!(sends(&fx), vec![(3, Body::Ack { seq: 7 })]);
+}
+
+#[test]
+fn a_probe_pings_then_asks_helpers_then_suspects() {
+    let mut a = member_a();
+    let fx = a.handle_timer(ms(1000), Timer::Probe);
+    let (target, seq) = match sends(&fx)[..] {
+        [(to, Body::Ping { seq })] => (to, seq),
+        ref other => panic!("{other:?}"),
+    };
+    assert!(fx.contains(&Effect::Schedule {
+        after: ms(500),
+        timer: Timer::ProbeTimeout(seq)
+    }));
+    assert!(fx.contains(&Effect::Schedule {
+        after: ms(1000),
+        timer: Timer::ProbeEnd(seq)
+    }));
+
+    // No ack: the two other members are asked to probe indirectly.
+    let fx = a.handle_timer(ms(1500), Timer::ProbeTimeout(seq));
+    let mut helpers: Vec<u32> = sends(&fx).iter().map(|(to, _)| *to).collect();
+    helpers.sort();
+    let expected: Vec<u32> = [2, 3, 4].into_iter().filter(|&x| x != target).collect();
+    assert_eq!(helpers, expected);
+    assert!(
+        sends(&fx)
+            .iter()
+            .all(|(_, b)| matches!(b, Body::PingReq { seq: s, .. } if *s == seq))
+    );
+
+    // One helper nacks, the other is silent: suspect, and Lifeguard raises our own
+    // multiplier by the missing nack.
+    a.handle_packet(
+        ms(1800),
+        helpers[0],
+        packet("x", helpers[0], Body::Nack { seq }, vec![]),
+    );
+    let fx = a.handle_timer(ms(2000), Timer::ProbeEnd(seq));
+    let name = ["", "", "b", "c", "d"][target as usize];
+    assert!(
+        fx.contains(&Effect::Notify(Notification::Suspect(name.into()))),
+        "{fx:?}"
+    );
+    assert_eq!(a.awareness(), 1);
+    assert_eq!(
+        a.members().find(|m| m.name == name).unwrap().state,
+        State::Suspect
+    );
+}
+
+#[test]
+fn an_ack_through_a_helper_counts_as_success() {
+    let mut a = member_a();
+    let fx = a.handle_timer(ms(1000), Timer::Probe);
+    let seq = match sends(&fx)[..] {
+        [(_, Body::Ping { seq })] => seq,
+        ref other => panic!("{other:?}"),
+    };
+    a.handle_timer(ms(1500), Timer::ProbeTimeout(seq));
+    a.handle_packet(ms(1600), 2, packet("b", 2, Body::Ack { seq }, vec![]));
+    let fx = a.handle_timer(ms(2000), Timer::ProbeEnd(seq));
+    assert!(
+        !fx.iter()
+            .any(|e| matches!(e, Effect::Notify(Notification::Suspect(_))))
+    );
+    assert_eq!(a.awareness(), 0);
+}
+
+#[test]
+fn a_helper_forwards_the_ack_or_answers_with_a_nack() {
+    let mut h = member_a();
+    let fx = h.handle_packet(
+        ms(0),
+        2,
+        packet(
+            "b",
+            2,
+            Body::PingReq {
+                seq: 9,
+                target: "c".into(),
+                addr: 3,
+            },
+            vec![],
+        ),
+    );
+    let my_seq = match sends(&fx)[..] {
+        [(3, Body::Ping { seq })] => seq,
+        ref other => panic!("{other:?}"),
+    };
+    assert!(fx.contains(&Effect::Schedule {
+        after: ms(400),
+        timer: Timer::IndirectTimeout(my_seq)
+    }));
+    let fx = h.handle_packet(ms(10), 3, packet("c", 3, Body::Ack { seq: my_seq }, vec![]));
+    assert_eq!(sends(&fx), vec![(2, Body::Ack { seq: 9 })]);
+
+    let fx = h.handle_packet(
+        ms(20),
+        2,
+        packet(
+            "b",
+            2,
+            Body::PingReq {
+                seq: 10,
+                target: "d".into(),
+                addr: 4,
+            },
+            vec![],
+        ),
+    );
+    let my_seq = match sends(&fx)[..] {
+        [(4, Body::Ping { seq })] => seq,
+        ref other => panic!("{other:?}"),
+    };
+    let fx = h.handle_timer(ms(420), Timer::IndirectTimeout(my_seq));
+    assert_eq!(sends(&fx), vec![(2, Body::Nack { seq: 10 })]);
+}
+
+#[test]
+fn a_suspected_member_refutes_with_a_higher_incarnation() {
+    let mut a = member_a();
+    let suspect = Update::Suspect {
+        name: "a".into(),
+        inc: 1,
+        from: "b".into(),
+    };
+    let fx = a.handle_packet(
+        ms(0),
+        2,
+        packet("b", 2, Body::Ping { seq: 1 }, vec![suspect]),
+    );
+    assert_eq!(a.me().incarnation, 2);
+    assert_eq!(a.stats().refutations, 1);
+    let Effect::Send { packet, .. } = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert!(
+        packet.updates.contains(&alive("a", 1, 2)),
+        "the refutation rides on the ack: {packet:?}"
+    );
+}
+
+#[test]
+fn suspicion_expires_into_death_unless_refuted_and_confirmations_shorten_it() {
+    // 4 members: n = 4, min = α·max(1, log10 4)·1 s = 4 s, max = β·min = 24 s.
+    let mut a = member_a();
+    a.handle_packet(
+        ms(0),
+        2,
+        packet(
+            "b",
+            2,
+            Body::Gossip,
+            vec![Update::Suspect {
+                name: "c".into(),
+                inc: 1,
+                from: "b".into(),
+            }],
+        ),
+    );
+    assert!(
+        a.handle_timer(ms(23_000), Timer::Suspicion("c".into()))
+            .is_empty(),
+        "not yet"
+    );
+    // Two more independent accusers (k = α − 2 = 2): the timeout drops to the minimum.
+    let fx = a.handle_packet(
+        ms(1000),
+        4,
+        packet(
+            "d",
+            4,
+            Body::Gossip,
+            vec![Update::Suspect {
+                name: "c".into(),
+                inc: 1,
+                from: "d".into(),
+            }],
+        ),
+    );
+    assert!(
+        matches!(
+            fx[..],
+            [Effect::Schedule {
+                timer: Timer::Suspicion(_),
+                ..
+            }]
+        ),
+        "{fx:?}"
+    );
+    a.handle_packet(
+        ms(1000),
+        1,
+        packet(
+            "e",
+            5,
+            Body::Gossip,
+            vec![
+                alive("e", 5, 1),
+                Update::Suspect {
+                    name: "c".into(),
+                    inc: 1,
+                    from: "e".into(),
+                },
+            ],
+        ),
+    );
+    let fx = a.handle_timer(ms(4_500), Timer::Suspicion("c".into()));
+    assert!(
+        fx.contains(&Effect::Notify(Notification::Down("c".into()))),
+        "{fx:?}"
+    );
+
+    // A refutation (higher incarnation) brings a member back.
+    let fx = a.handle_packet(
+        ms(5_000),
+        3,
+        packet("c", 3, Body::Gossip, vec![alive("c", 3, 2)]),
+    );
+    assert!(fx.contains(&Effect::Notify(Notification::Up("c".into()))));
+}
+
+#[test]
+fn stale_updates_are_ignored() {
+    let mut a = member_a();
+    let fx = a.handle_packet(
+        ms(0),
+        2,
+        packet(
+            "b",
+            2,
+            Body::Gossip,
+            vec![Update::Dead {
+                name: "c".into(),
+                inc: 1,
+                from: "b".into(),
+            }],
+        ),
+    );
+    assert!(fx.contains(&Effect::Notify(Notification::Down("c".into()))));
+    let fx = a.handle_packet(
+        ms(1),
+        2,
+        packet("b", 2, Body::Gossip, vec![alive("c", 3, 1)]),
+    );
+    assert!(
+        fx.is_empty(),
+        "the same incarnation cannot undo a death: {fx:?}"
+    );
+}
+
+#[test]
+fn a_joiner_gets_the_member_list() {
+    let mut a = member_a();
+    let fx = a.handle_packet(ms(0), 9, packet("z", 9, Body::Join, vec![alive("z", 9, 1)]));
+    let Some((9, Body::JoinReply { members })) = sends(&fx).into_iter().next() else {
+        panic!("{fx:?}")
+    };
+    let mut names: Vec<String> = members.into_iter().map(|m| m.name).collect();
+    names.sort();
+    assert_eq!(names, ["a", "b", "c", "d", "z"]);
+}
