@@ -10,6 +10,7 @@
 //! timers it was asked to schedule, and sends what it is told; `docs/protocols/swim.md` tells the
 //! story. `foca` is the baseline this must beat in the simulator (`cargo bench -p heck-swim`).
 
+pub mod sim;
 pub mod swim;
 pub mod wire;
 

@@ -588,8 +588,10 @@ impl<A: Clone + PartialEq> Swim<A> {
                     1
                 };
                 self.awareness = (self.awareness + delta).min(self.config.awareness_max);
+                // Suspect it, or, if it is already suspect, add our independent confirmation
+                // (which shortens the suspicion timeout everywhere it spreads).
                 if let Some(m) = self.members.get(&p.target).cloned()
-                    && m.state == State::Alive
+                    && matches!(m.state, State::Alive | State::Suspect)
                 {
                     let update = Update::Suspect {
                         name: m.name.clone(),
@@ -836,16 +838,19 @@ impl<A: Clone + PartialEq> Swim<A> {
                     let Some(s) = self.suspicions.get_mut(name) else {
                         return;
                     };
-                    if s.confirmers.insert(from.clone()) {
-                        let left = self
-                            .suspicion_deadline(name)
-                            .map(|d| d.saturating_sub(now))
-                            .unwrap_or_default();
-                        out.push(Effect::Schedule {
-                            after: left,
-                            timer: Timer::Suspicion(name.clone()),
-                        });
+                    if !s.confirmers.insert(from.clone()) {
+                        return;
                     }
+                    let left = self
+                        .suspicion_deadline(name)
+                        .map(|d| d.saturating_sub(now))
+                        .unwrap_or_default();
+                    out.push(Effect::Schedule {
+                        after: left,
+                        timer: Timer::Suspicion(name.clone()),
+                    });
+                    // Re-gossip the confirmation (as memberlist does), so others count it too.
+                    self.enqueue(update);
                     return;
                 }
                 m.state = State::Suspect;

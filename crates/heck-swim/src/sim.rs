@@ -1,0 +1,147 @@
+//! A [`heck_sim::Process`] that drives [`Swim`]: timers in a local queue fired on each tick, an
+//! optional "overloaded" mode that handles each packet only some time after it arrives, and a record of
+//! every Down notification (who saw whom die, when). Used by the tests and the bench.
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::Duration;
+
+use heck_sim::{NodeId, Outbox, Process};
+
+use crate::swim::{Config, Effect, Notification, Packet, Swim, Timer};
+
+/// One simulated member.
+#[derive(Debug)]
+pub struct SimMember {
+    /// The state machine.
+    pub swim: Swim<NodeId>,
+    timers: BinaryHeap<Reverse<(Duration, u64, Timer)>>,
+    seq: u64,
+    started: bool,
+    seeds: Vec<NodeId>,
+    /// If set, every incoming packet is handled only this long after it arrives (an overloaded,
+    /// CPU-starved process: a queue in front of it), while its own timers fire on time.
+    pub starved: Option<Duration>,
+    inbox: std::collections::VecDeque<(Duration, NodeId, Packet<NodeId>)>,
+    /// Highest local health multiplier seen.
+    pub max_awareness: u32,
+    /// When this member first saw each other member declared dead.
+    pub downs: BTreeMap<String, Duration>,
+}
+
+impl SimMember {
+    /// Member `id` named `node-{id}`, joining through `seeds`.
+    pub fn new(
+        id: NodeId,
+        incarnation: u64,
+        config: Config,
+        seeds: Vec<NodeId>,
+        seed: u64,
+    ) -> Self {
+        SimMember {
+            swim: Swim::new(
+                format!("node-{id}"),
+                id,
+                incarnation,
+                config,
+                seed ^ (id as u64).wrapping_mul(0x9E37_79B9),
+            ),
+            timers: BinaryHeap::new(),
+            seq: 0,
+            started: false,
+            seeds,
+            starved: None,
+            inbox: std::collections::VecDeque::new(),
+            max_awareness: 0,
+            downs: BTreeMap::new(),
+        }
+    }
+
+    fn run(
+        &mut self,
+        now: Duration,
+        effects: Vec<Effect<NodeId>>,
+        out: &mut Outbox<Packet<NodeId>>,
+    ) {
+        for e in effects {
+            match e {
+                Effect::Send { to, packet } => out.send(to, packet),
+                Effect::Schedule { after, timer } => {
+                    self.seq += 1;
+                    self.timers.push(Reverse((now + after, self.seq, timer)));
+                }
+                Effect::Notify(Notification::Down(name)) => {
+                    self.downs.entry(name).or_insert(now);
+                }
+                Effect::Notify(Notification::Up(name)) => {
+                    self.downs.remove(&name);
+                }
+                Effect::Notify(_) => {}
+            }
+        }
+    }
+}
+
+impl SimMember {
+    fn fire_one(&mut self, now: Duration, out: &mut Outbox<Packet<NodeId>>) {
+        if let Some(Reverse((_, _, timer))) = self.timers.pop() {
+            let fx = self.swim.handle_timer(now, timer);
+            self.run(now, fx, out);
+        }
+    }
+}
+
+impl Process for SimMember {
+    type Msg = Packet<NodeId>;
+
+    fn on_message(
+        &mut self,
+        now: Duration,
+        from: NodeId,
+        msg: Self::Msg,
+        out: &mut Outbox<Self::Msg>,
+    ) {
+        if let Some(delay) = self.starved {
+            self.inbox.push_back((now + delay, from, msg));
+            return;
+        }
+        let fx = self.swim.handle_packet(now, from, msg);
+        self.run(now, fx, out);
+    }
+
+    fn on_tick(&mut self, now: Duration, _random: u64, out: &mut Outbox<Self::Msg>) {
+        if !self.started {
+            self.started = true;
+            let fx = self.swim.start(self.seeds.clone());
+            self.run(now, fx, out);
+        }
+        // Timers and (possibly delayed) packets, in the order they fall due.
+        loop {
+            let timer_due = self
+                .timers
+                .peek()
+                .map(|Reverse((at, _, _))| *at)
+                .filter(|at| *at <= now);
+            let packet_ready = self
+                .inbox
+                .front()
+                .map(|(at, _, _)| *at)
+                .filter(|at| *at <= now);
+            match (timer_due, packet_ready) {
+                (Some(t), Some(p)) if t <= p => self.fire_one(now, out),
+                (Some(_), None) => self.fire_one(now, out),
+                (_, Some(_)) => {
+                    if let Some((_, from, msg)) = self.inbox.pop_front() {
+                        let fx = self.swim.handle_packet(now, from, msg);
+                        self.run(now, fx, out);
+                    }
+                }
+                (None, None) => break,
+            }
+        }
+        self.max_awareness = self.max_awareness.max(self.swim.awareness());
+    }
+
+    fn wire_size(msg: &Self::Msg) -> usize {
+        postcard::to_allocvec(msg).map_or(0, |v| v.len()) + crate::wire::OVERHEAD
+    }
+}
