@@ -39,30 +39,52 @@ fn exchange(a: &mut Kv, b: &mut Kv, random: u64) -> (usize, usize) {
 }
 
 fn bytes_bench(keys: usize, per_round: usize, rounds: usize) {
-    let config = Config { fanout: 1, digest_every: u64::MAX, max_buffer: per_round + 16 };
+    let config = Config {
+        fanout: 1,
+        digest_every: u64::MAX,
+        max_buffer: per_round + 16,
+    };
     let mut a: Kv = Replica::new(rid(1), [1usize], config);
     let mut b: Kv = Replica::new(rid(2), [0usize], config);
     for k in 0..keys {
-        a.write(format!("10.0.{}.{}:8080", k / 256, k % 256), "healthy".into());
+        a.write(
+            format!("10.0.{}.{}:8080", k / 256, k % 256),
+            "healthy".into(),
+        );
     }
     let (first, _) = exchange(&mut a, &mut b, 1); // B starts empty: a full state
     let mut x = 7u64;
     let mut total = 0;
     for round in 0..rounds {
         for _ in 0..per_round {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let k = (x >> 33) as usize % keys;
-            let v = if (x >> 20) & 1 == 0 { "healthy" } else { "unhealthy" };
+            let v = if (x >> 20) & 1 == 0 {
+                "healthy"
+            } else {
+                "unhealthy"
+            };
             a.write(format!("10.0.{}.{}:8080", k / 256, k % 256), v.into());
         }
         let (bytes, _) = exchange(&mut a, &mut b, round as u64 + 2);
         total += bytes;
     }
     assert_eq!(a.map().state(), b.map().state(), "converged");
-    let full = wire::encode(&Message { sender: rid(1), body: heck_crdt::Body::Delta { seq: 0, delta: a.map().state().clone() } }).len();
+    let full = wire::encode(&Message {
+        sender: rid(1),
+        body: heck_crdt::Body::Delta {
+            seq: 0,
+            delta: a.map().state().clone(),
+        },
+    })
+    .len();
     let per_round_bytes = total / rounds;
-    println!("| bytes per round, {keys} keys, {per_round} rewritten per round | delta {per_round_bytes} B | full state {full} B (first sync sent {first} B) | {:.0}× fewer | ≥ 50× |",
-        full as f64 / per_round_bytes as f64);
+    println!(
+        "| bytes per round, {keys} keys, {per_round} rewritten per round | delta {per_round_bytes} B | full state {full} B (first sync sent {first} B) | {:.0}× fewer | ≥ 50× |",
+        full as f64 / per_round_bytes as f64
+    );
 }
 
 struct Node {
@@ -71,7 +93,13 @@ struct Node {
 
 impl Process for Node {
     type Msg = Message<String, String>;
-    fn on_message(&mut self, _now: Duration, from: NodeId, msg: Self::Msg, out: &mut Outbox<Self::Msg>) {
+    fn on_message(
+        &mut self,
+        _now: Duration,
+        from: NodeId,
+        msg: Self::Msg,
+        out: &mut Outbox<Self::Msg>,
+    ) {
         for Effect::Send { to, msg } in self.replica.handle_message(from, msg) {
             out.send(to, msg);
         }
@@ -85,7 +113,12 @@ impl Process for Node {
 
 fn rounds_to_converge(n: usize, loss: f64, seed: u64) -> f64 {
     let tick = Duration::from_millis(100);
-    let net = Net { loss, duplicate: 0.0, delay_min: Duration::from_millis(1), delay_max: Duration::from_millis(10) };
+    let net = Net {
+        loss,
+        duplicate: 0.0,
+        delay_min: Duration::from_millis(1),
+        delay_max: Duration::from_millis(10),
+    };
     let mut sim = Sim::new(n, seed, tick, net, move |i, _| Node {
         replica: Replica::new(rid(i as u64), (0..n).filter(|&j| j != i), Config::default()),
     });
@@ -95,7 +128,10 @@ fn rounds_to_converge(n: usize, loss: f64, seed: u64) -> f64 {
         node.replica.write("k".into(), "v".into());
     }
     let done = sim.run_until_true(Duration::from_secs(600), |s| {
-        s.nodes().iter().flatten().all(|node| !node.replica.map().get(&"k".to_string()).is_empty())
+        s.nodes()
+            .iter()
+            .flatten()
+            .all(|node| !node.replica.map().get(&"k".to_string()).is_empty())
     });
     done.map_or(f64::NAN, |t| (t - start).as_secs_f64() / tick.as_secs_f64())
 }
@@ -109,7 +145,11 @@ fn join_bench(keys: usize, delta_entries: usize) {
     let mut other = base.clone();
     let mut delta = heck_crdt::Delta::default();
     for k in 0..delta_entries {
-        let d = other.write(rid(2), format!("key-{}", k * (keys / delta_entries)), "unhealthy".into());
+        let d = other.write(
+            rid(2),
+            format!("key-{}", k * (keys / delta_entries)),
+            "unhealthy".into(),
+        );
         other.apply(&d);
         delta.join(&d);
     }
@@ -126,8 +166,12 @@ fn join_bench(keys: usize, delta_entries: usize) {
             .unwrap_or_default()
     };
     let (td, tf) = (time(&delta), time(&full));
-    println!("| join into a {keys}-key replica | {delta_entries}-entry delta: {:.2} ms | full state: {:.1} ms | {:.0}× | — |",
-        td.as_secs_f64() * 1e3, tf.as_secs_f64() * 1e3, tf.as_secs_f64() / td.as_secs_f64());
+    println!(
+        "| join into a {keys}-key replica | {delta_entries}-entry delta: {:.2} ms | full state: {:.1} ms | {:.0}× | — |",
+        td.as_secs_f64() * 1e3,
+        tf.as_secs_f64() * 1e3,
+        tf.as_secs_f64() / td.as_secs_f64()
+    );
 }
 
 fn main() {
@@ -137,7 +181,10 @@ fn main() {
     if quick {
         bytes_bench(2_000, 20, 2);
         join_bench(2_000, 20);
-        println!("| rounds, 8 replicas | {:.1} | | | |", rounds_to_converge(8, 0.0, 1));
+        println!(
+            "| rounds, 8 replicas | {:.1} | | | |",
+            rounds_to_converge(8, 0.0, 1)
+        );
         return;
     }
     bytes_bench(100_000, 1_000, 5);
@@ -149,7 +196,11 @@ fn main() {
             lossless += rounds_to_converge(n, 0.0, s);
             lossy += rounds_to_converge(n, 0.1, s);
         }
-        println!("| rounds until a write reaches all {n} replicas (mean of {seeds} seeds; fanout 3) | {:.1} at 0% loss | {:.1} at 10% loss | log₂ n = {:.1} | — |",
-            lossless / seeds as f64, lossy / seeds as f64, (n as f64).log2());
+        println!(
+            "| rounds until a write reaches all {n} replicas (mean of {seeds} seeds; fanout 3) | {:.1} at 0% loss | {:.1} at 10% loss | log₂ n = {:.1} | — |",
+            lossless / seeds as f64,
+            lossy / seeds as f64,
+            (n as f64).log2()
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! | DELETE | `/v1/targets/{name}` | 204, or 404 |
 //! | GET | `/v1/events` | Server-Sent Events, one `transition` event per status change |
 //! | GET | `/v1/node` | version, uptime, target counts |
+//! | GET | `/v1/members` | cluster members `{name, addr, state, incarnation}` (404 without gossip) |
 //! | GET | `/metrics` | Prometheus text |
 //!
 //! Errors are JSON: `{"error": "..."}`. With a token configured, POST and DELETE need
@@ -38,6 +39,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/v1/targets/{name}", get(get_target).delete(remove_target))
         .route("/v1/events", get(events))
         .route("/v1/node", get(node))
+        .route("/v1/members", get(members))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)
@@ -238,6 +240,18 @@ async fn node(State(shared): State<Arc<Shared>>) -> Json<NodeInfo> {
         checks_in_flight: shared.in_flight.load(std::sync::atomic::Ordering::Relaxed),
         max_in_flight: shared.max_in_flight,
     })
+}
+
+async fn members(
+    State(shared): State<Arc<Shared>>,
+) -> Result<Json<Vec<crate::membership::MemberView>>, ApiError> {
+    match &shared.members {
+        Some(view) => Ok(Json(view.members())),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "membership is off: start the agent with --gossip-addr (and --join)".into(),
+        )),
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

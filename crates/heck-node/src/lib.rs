@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 mod api;
+pub mod membership;
 pub mod metrics;
 pub mod registry;
 
@@ -56,6 +57,8 @@ pub struct NodeConfig {
     pub defaults: Defaults,
     /// The initial targets.
     pub targets: Vec<TargetSpec>,
+    /// Cluster membership (SWIM over UDP), if this agent gossips.
+    pub membership: Option<membership::MembershipConfig>,
 }
 
 /// Why the agent could not run.
@@ -117,6 +120,7 @@ struct Shared {
     max_in_flight: usize,
     shutdown: CancellationToken,
     prober: Prober,
+    members: Option<Arc<membership::MembershipView>>,
 }
 
 impl Shared {
@@ -148,6 +152,22 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr().map_err(NodeError::Serve)?;
+    let gossip = match &config.membership {
+        Some(m) => {
+            Some(
+                membership::bind(m.gossip_addr)
+                    .await
+                    .map_err(|source| NodeError::Bind {
+                        addr: m.gossip_addr,
+                        source,
+                    })?,
+            )
+        }
+        None => None,
+    };
+    let members = gossip
+        .as_ref()
+        .map(|_| Arc::new(membership::MembershipView::default()));
 
     let (commands, command_rx) = mpsc::channel(1024);
     let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -165,6 +185,7 @@ pub async fn run(
         max_in_flight,
         shutdown: shutdown.clone(),
         prober: Prober::new()?,
+        members: members.clone(),
     });
     {
         let now = SystemTime::now();
@@ -181,6 +202,18 @@ pub async fn run(
     }
 
     let driver = tokio::spawn(drive(shared.clone(), command_rx));
+    let gossiper = match (config.membership, gossip, members) {
+        (Some(m), Some(socket), Some(view)) => {
+            tracing::info!(node = %m.node_name, gossip = %m.gossip_addr, "membership on");
+            Some(tokio::spawn(membership::run(
+                m,
+                socket,
+                view,
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
     tracing::info!(%addr, "heck agent listening");
     if let Some(tx) = ready {
         let _ = tx.send(addr);
@@ -190,6 +223,9 @@ pub async fn run(
         .await;
     shutdown.cancel();
     let _ = driver.await;
+    if let Some(g) = gossiper {
+        let _ = g.await;
+    }
     served.map_err(NodeError::Serve)
 }
 

@@ -34,6 +34,8 @@ enum Command {
     Demo(cmd::demo::Args),
     /// Offline: which member owns which target, in priority order (rendezvous hashing).
     Ownership(cmd::ownership::Args),
+    /// List the cluster's members as an agent sees them.
+    Members(cmd::members::Args),
     /// Run one replica of the delta-CRDT key-value store.
     Kv(cmd::kv::Args),
     /// Print the version.
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
         Command::Fleet(args) => cmd::fleet::run(args),
         Command::Demo(args) => cmd::demo::run(args),
         Command::Kv(args) => cmd::kv::run(args),
+        Command::Members(args) => cmd::members::run(args),
         Command::Version => {
             println!("heck {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -21,6 +21,25 @@ pub struct Args {
     /// Most checks running at once (1..=16384); overrides `[agent] max_in_flight`. Default 4096.
     #[arg(long)]
     max_in_flight: Option<usize>,
+    /// Join a cluster: gossip (SWIM, UDP) on this address. Without it the agent runs alone.
+    #[arg(long)]
+    gossip_addr: Option<SocketAddr>,
+    /// This node's stable name in the cluster (default: the gossip address).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// A member's gossip address to join through (repeatable; retried until it answers).
+    #[arg(long = "join")]
+    join: Vec<SocketAddr>,
+    /// Key ring for gossip: one 64-hex-digit key per line, the first encrypts, all decrypt.
+    /// Without it a fixed, public key is used: authenticated, not secret.
+    #[arg(long)]
+    encrypt_key_file: Option<PathBuf>,
+    /// Cluster name, bound into every packet (a packet of another cluster is rejected).
+    #[arg(long, default_value = "heck")]
+    cluster: String,
+    /// SWIM parameters: `lan` (memberlist's: probe 1 s) or `fast` (probe 200 ms).
+    #[arg(long, default_value = "lan", value_parser = ["lan", "fast"])]
+    gossip_profile: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -39,12 +58,43 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(a) => a,
         None => DEFAULT_API_ADDR.parse().context("default API address")?,
     };
+    let membership = match args.gossip_addr {
+        None => {
+            if !args.join.is_empty() || args.node_name.is_some() {
+                anyhow::bail!("--join and --node-name need --gossip-addr");
+            }
+            None
+        }
+        Some(gossip_addr) => {
+            let keys = match &args.encrypt_key_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("{}: cannot read key file", path.display()))?;
+                    heck_node::membership::parse_keys(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                }
+                None => vec![heck_node::membership::DEFAULT_KEY],
+            };
+            Some(heck_node::membership::MembershipConfig {
+                node_name: args.node_name.unwrap_or_else(|| gossip_addr.to_string()),
+                gossip_addr,
+                join: args.join,
+                swim: if args.gossip_profile == "fast" {
+                    heck_swim::Config::fast()
+                } else {
+                    heck_swim::Config::lan()
+                },
+                keyring: heck_swim::Keyring::new(&args.cluster, &keys),
+            })
+        }
+    };
     let node = NodeConfig {
         api_addr,
         api_token: args.api_token,
         max_in_flight,
         defaults: config.defaults,
         targets: config.targets,
+        membership,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -49,6 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 max_in_flight: heck_node::DEFAULT_MAX_IN_FLIGHT,
                 defaults: config.defaults,
                 targets: config.targets,
+                membership: None,
             },
             shutdown.clone(),
             Some(ready_tx),

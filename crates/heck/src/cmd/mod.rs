@@ -4,6 +4,7 @@ pub mod check;
 pub mod demo;
 pub mod fleet;
 pub mod kv;
+pub mod members;
 pub mod ownership;
 pub mod status;
 pub mod targets;

@@ -1,0 +1,255 @@
+//! Five real `heck agent` processes gossiping over loopback UDP (SWIM, fast profile, encrypted):
+//! they find each other; one killed with SIGKILL is marked dead by the others; restarted, it
+//! rejoins; a node with the wrong key never joins.
+#![allow(clippy::unwrap_used)]
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Node {
+    name: String,
+    api: SocketAddr,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_heck"))
+            .arg("agent")
+            .args(&self.args)
+            .env_remove("HECK_API_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        assert!(
+            wait_for(Duration::from_secs(10), || get(self.api, "/v1/node").0
+                == 200),
+            "{} up",
+            self.name
+        );
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// name → state, as this node sees the cluster.
+    fn view(&self) -> Vec<(String, String)> {
+        let (status, body) = get(self.api, "/v1/members");
+        if status != 200 {
+            return vec![];
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|m| {
+                        (
+                            m["name"].as_str().unwrap_or("").to_string(),
+                            m["state"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn state_of(&self, name: &str) -> Option<String> {
+        self.view()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    if write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return (0, String::new());
+    }
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        raw.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Distinct ports below the ephemeral range, free for both TCP and UDP right now.
+fn ports(n: usize) -> Vec<u16> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let mut x = nanos ^ (std::process::id() << 7);
+    let mut out = Vec::new();
+    while out.len() < n {
+        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let p = 10_000 + (x % 22_000) as u16;
+        if !out.contains(&p)
+            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+struct Dir(PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn five_agents_detect_a_kill_readmit_a_restart_and_refuse_a_wrong_key() {
+    let dir = Dir(std::env::temp_dir().join(format!("heck-cluster-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let config = dir.0.join("heck.toml");
+    std::fs::write(&config, "# no targets: this test is about membership\n").unwrap();
+    let key = dir.0.join("key");
+    std::fs::write(
+        &key,
+        "# the cluster key\n0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    let wrong = dir.0.join("wrong-key");
+    std::fs::write(
+        &wrong,
+        "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\n",
+    )
+    .unwrap();
+
+    let p = ports(12);
+    let addr = |port: u16| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+    let seed = addr(p[1]);
+    let mut nodes: Vec<Node> = (0..6)
+        .map(|i| {
+            let (api, gossip) = (addr(p[2 * i]), addr(p[2 * i + 1]));
+            let name = format!("n{i}");
+            let mut args: Vec<String> = vec![
+                "--config".into(),
+                config.display().to_string(),
+                "--api-addr".into(),
+                api.to_string(),
+                "--gossip-addr".into(),
+                gossip.to_string(),
+                "--node-name".into(),
+                name.clone(),
+                "--gossip-profile".into(),
+                "fast".into(),
+                "--encrypt-key-file".into(),
+                if i == 5 {
+                    wrong.display().to_string()
+                } else {
+                    key.display().to_string()
+                },
+            ];
+            if i > 0 {
+                args.extend(["--join".into(), seed.to_string()]);
+            }
+            Node {
+                name,
+                api,
+                args,
+                child: None,
+            }
+        })
+        .collect();
+    for n in nodes.iter_mut().take(5) {
+        n.start();
+    }
+    let all_alive = |nodes: &[Node], live: &[usize]| {
+        live.iter().all(|&i| {
+            let view = nodes[i].view();
+            live.iter().all(|&j| {
+                view.iter()
+                    .any(|(n, s)| *n == nodes[j].name && s == "alive")
+            })
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(20), || all_alive(
+            &nodes,
+            &[0, 1, 2, 3, 4]
+        )),
+        "the five found each other"
+    );
+
+    // SIGKILL n3: the others mark it dead. Fast profile: suspicion min ≈ 0.8 s at n = 5, max 6×;
+    // the bound here is generous for a loaded CI machine.
+    nodes[3].kill();
+    let killed = Instant::now();
+    let dead = wait_for(Duration::from_secs(20), || {
+        [0, 1, 2, 4]
+            .iter()
+            .all(|&i| nodes[i].state_of("n3").as_deref() == Some("dead"))
+    });
+    assert!(
+        dead,
+        "n3 dead everywhere within 20 s; views: {:?}",
+        nodes[0].view()
+    );
+    eprintln!("kill -9 → dead at every member: {:?}", killed.elapsed());
+
+    // Restarted (a new incarnation: its start time), it rejoins.
+    nodes[3].start();
+    assert!(
+        wait_for(Duration::from_secs(20), || all_alive(
+            &nodes,
+            &[0, 1, 2, 3, 4]
+        )),
+        "n3 rejoined"
+    );
+
+    // A node with the wrong key: its packets fail authentication; it never joins.
+    nodes[5].start();
+    std::thread::sleep(Duration::from_secs(3));
+    for n in nodes.iter().take(5) {
+        assert_eq!(n.state_of("n5"), None, "{} must not know n5", n.name);
+    }
+    let view5 = nodes[5].view();
+    assert_eq!(view5.len(), 1, "n5 knows only itself: {view5:?}");
+}
