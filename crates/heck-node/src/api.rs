@@ -224,6 +224,16 @@ struct NodeInfo {
     unknown: usize,
     checks_in_flight: usize,
     max_in_flight: usize,
+    /// Present when membership is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gossip: Option<GossipInfo>,
+}
+
+#[derive(Serialize)]
+struct GossipInfo {
+    members: usize,
+    dropped_bad_packets: u64,
+    send_errors: u64,
 }
 
 async fn node(State(shared): State<Arc<Shared>>) -> Json<NodeInfo> {
@@ -239,6 +249,17 @@ async fn node(State(shared): State<Arc<Shared>>) -> Json<NodeInfo> {
         unknown,
         checks_in_flight: shared.in_flight.load(std::sync::atomic::Ordering::Relaxed),
         max_in_flight: shared.max_in_flight,
+        gossip: shared.members.as_ref().map(|v| GossipInfo {
+            members: v.members().len(),
+            dropped_bad_packets: v
+                .stats
+                .dropped_bad
+                .load(std::sync::atomic::Ordering::Relaxed),
+            send_errors: v
+                .stats
+                .send_errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }),
     })
 }
 

@@ -328,3 +328,57 @@ fn a_joiner_gets_the_member_list() {
     names.sort();
     assert_eq!(names, ["a", "b", "c", "d", "z"]);
 }
+
+#[test]
+fn a_leaving_member_tells_everyone_and_they_mark_it_left() {
+    let mut a = member_a();
+    let fx = a.leave();
+    let mut told: Vec<u32> = sends(&fx).iter().map(|(to, _)| *to).collect();
+    told.sort();
+    assert_eq!(told, [2, 3, 4]);
+    let Effect::Send { packet: sent, .. } = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert!(sent.updates.contains(&Update::Left {
+        name: "a".into(),
+        inc: 2
+    }));
+    assert!(
+        a.handle_timer(ms(5000), Timer::Probe).is_empty(),
+        "a left member stays quiet"
+    );
+
+    let mut b = member_a();
+    let fx = b.handle_packet(
+        ms(0),
+        2,
+        packet(
+            "b",
+            2,
+            Body::Gossip,
+            vec![Update::Left {
+                name: "c".into(),
+                inc: 2,
+            }],
+        ),
+    );
+    assert!(fx.contains(&Effect::Notify(Notification::Left("c".into()))));
+    assert_eq!(
+        b.members().find(|m| m.name == "c").unwrap().state,
+        State::Left
+    );
+}
+
+#[test]
+fn payloads_of_other_layers_ride_on_packets() {
+    let mut a = member_a();
+    a.broadcast_payload(b"delta".to_vec());
+    let fx = a.handle_packet(ms(0), 2, packet("b", 2, Body::Ping { seq: 1 }, vec![]));
+    let Effect::Send { packet: p, .. } = &fx[0] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(p.payloads, vec![b"delta".to_vec()]);
+    let mut b = member_a();
+    let fx = b.handle_packet(ms(0), 1, p.clone());
+    assert!(fx.contains(&Effect::Notify(Notification::Payload(b"delta".to_vec()))));
+}

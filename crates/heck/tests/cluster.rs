@@ -252,4 +252,34 @@ fn five_agents_detect_a_kill_readmit_a_restart_and_refuse_a_wrong_key() {
     }
     let view5 = nodes[5].view();
     assert_eq!(view5.len(), 1, "n5 knows only itself: {view5:?}");
+    // Its join attempts reached the seed, failed authentication and were counted.
+    let (_, info) = get(nodes[0].api, "/v1/node");
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert!(
+        info["gossip"]["dropped_bad_packets"].as_u64().unwrap() > 0,
+        "{info}"
+    );
+
+    // Garbage to a gossip port is dropped and counted too, and the agent lives on.
+    let before = info["gossip"]["dropped_bad_packets"].as_u64().unwrap();
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for len in [0usize, 1, 40, 1000] {
+        junk.send_to(&vec![0xAB; len], seed).unwrap();
+    }
+    assert!(wait_for(Duration::from_secs(5), || {
+        let (_, info) = get(nodes[0].api, "/v1/node");
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap_or_default();
+        info["gossip"]["dropped_bad_packets"].as_u64().unwrap_or(0) >= before + 3
+    }));
+
+    // `heck members` shows the cluster.
+    let out = Command::new(env!("CARGO_BIN_EXE_heck"))
+        .args(["members", "--addr", &format!("http://{}", nodes[0].api)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("n4") && text.contains("alive"),
+        "{text}"
+    );
 }
