@@ -2,13 +2,16 @@
 //! HTTP. Intervals are short (hundreds of milliseconds) so the suite stays fast; every wait is
 //! bounded; every process is killed on drop.
 #![allow(clippy::unwrap_used)]
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{http, wait_for};
 use heck_fleet::{Fleet, FleetConfig};
+
+mod common;
 
 /// A running `heck agent`, killed on drop.
 struct Agent {
@@ -45,23 +48,13 @@ impl Drop for TempDir {
     }
 }
 
-fn random_port(attempt: u32) -> u16 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    10_000 + ((nanos ^ (std::process::id() << 8)).wrapping_add(attempt * 7_919) % 22_000) as u16
-}
-
 /// Start an agent on `config`, at a random free port; waits (bounded) until its API answers.
 fn start_agent(tag: &str, config: &str, extra: &[&str]) -> Agent {
     let dir = TempDir::new(tag);
     let path = dir.0.join("heck.toml");
     std::fs::write(&path, config).unwrap();
-    for attempt in 0..20 {
-        let addr: SocketAddr = format!("127.0.0.1:{}", random_port(attempt))
-            .parse()
-            .unwrap();
+    for _ in 0..20 {
+        let addr = common::local(common::free_ports(1)[0]);
         let mut child = Command::new(env!("CARGO_BIN_EXE_heck"))
             .args([
                 "agent",
@@ -96,43 +89,6 @@ fn start_agent(tag: &str, config: &str, extra: &[&str]) -> Agent {
     panic!("the agent never came up");
 }
 
-/// One HTTP/1.1 request with `Connection: close`; returns (status, body). Status 0 = no answer.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    token: Option<&str>,
-) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let body = body.unwrap_or("");
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn targets(agent: &Agent) -> Vec<serde_json::Value> {
     let (status, body) = http(agent.addr, "GET", "/v1/targets", None, None);
     assert_eq!(status, 200, "{body}");
@@ -153,18 +109,6 @@ fn target(agent: &Agent, name: &str) -> serde_json::Value {
     );
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
-}
-
-/// Poll `f` every 25 ms until it is true or `limit` passes; returns the time it took.
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    None
 }
 
 fn fleet(rt: &tokio::runtime::Runtime, targets: usize, unhealthy: f64) -> Fleet {
@@ -432,7 +376,7 @@ fn the_cli_reports_an_unreachable_agent_with_exit_code_3() {
         .args([
             "status",
             "--addr",
-            &format!("http://127.0.0.1:{}", random_port(99)),
+            &format!("http://127.0.0.1:{}", common::free_ports(1)[0]),
         ])
         .env_remove("HECK_ADDR")
         .output()

@@ -2,11 +2,14 @@
 //! they find each other; one killed with SIGKILL is marked dead by the others; restarted, it
 //! rejoins; a node with the wrong key never joins.
 #![allow(clippy::unwrap_used)]
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{get, wait_for};
+
+mod common;
 
 struct Node {
     name: String,
@@ -28,7 +31,8 @@ impl Node {
         self.child = Some(child);
         assert!(
             wait_for(Duration::from_secs(10), || get(self.api, "/v1/node").0
-                == 200),
+                == 200)
+            .is_some(),
             "{} up",
             self.name
         );
@@ -76,66 +80,6 @@ impl Drop for Node {
     }
 }
 
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    if write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return (0, String::new());
-    }
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        raw.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-/// Distinct ports below the ephemeral range, free for both TCP and UDP right now.
-fn ports(n: usize) -> Vec<u16> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let mut x = nanos ^ (std::process::id() << 7);
-    let mut out = Vec::new();
-    while out.len() < n {
-        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        let p = 10_000 + (x % 22_000) as u16;
-        if !out.contains(&p)
-            && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-            && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-        {
-            out.push(p);
-        }
-    }
-    out
-}
-
 struct Dir(PathBuf);
 impl Drop for Dir {
     fn drop(&mut self) {
@@ -162,8 +106,8 @@ fn five_agents_detect_a_kill_readmit_a_restart_and_refuse_a_wrong_key() {
     )
     .unwrap();
 
-    let p = ports(12);
-    let addr = |port: u16| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+    let p = common::free_ports(12);
+    let addr = common::local;
     let seed = addr(p[1]);
     let mut nodes: Vec<Node> = (0..6)
         .map(|i| {
@@ -214,7 +158,8 @@ fn five_agents_detect_a_kill_readmit_a_restart_and_refuse_a_wrong_key() {
         wait_for(Duration::from_secs(20), || all_alive(
             &nodes,
             &[0, 1, 2, 3, 4]
-        )),
+        ))
+        .is_some(),
         "the five found each other"
     );
 
@@ -226,7 +171,8 @@ fn five_agents_detect_a_kill_readmit_a_restart_and_refuse_a_wrong_key() {
         [0, 1, 2, 4]
             .iter()
             .all(|&i| nodes[i].state_of("n3").as_deref() == Some("dead"))
-    });
+    })
+    .is_some();
     assert!(
         dead,
         "n3 dead everywhere within 20 s; views: {:?}",
@@ -240,7 +186,8 @@ fn five_agents_detect_a_kill_readmit_a_restart_and_refuse_a_wrong_key() {
         wait_for(Duration::from_secs(20), || all_alive(
             &nodes,
             &[0, 1, 2, 3, 4]
-        )),
+        ))
+        .is_some(),
         "n3 rejoined"
     );
 
@@ -266,11 +213,14 @@ fn five_agents_detect_a_kill_readmit_a_restart_and_refuse_a_wrong_key() {
     for len in [0usize, 1, 40, 1000] {
         junk.send_to(&vec![0xAB; len], seed).unwrap();
     }
-    assert!(wait_for(Duration::from_secs(5), || {
-        let (_, info) = get(nodes[0].api, "/v1/node");
-        let info: serde_json::Value = serde_json::from_str(&info).unwrap_or_default();
-        info["gossip"]["dropped_bad_packets"].as_u64().unwrap_or(0) >= before + 3
-    }));
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let (_, info) = get(nodes[0].api, "/v1/node");
+            let info: serde_json::Value = serde_json::from_str(&info).unwrap_or_default();
+            info["gossip"]["dropped_bad_packets"].as_u64().unwrap_or(0) >= before + 3
+        })
+        .is_some()
+    );
 
     // `heck members` shows the cluster.
     let out = Command::new(env!("CARGO_BIN_EXE_heck"))

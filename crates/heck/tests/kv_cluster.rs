@@ -1,10 +1,13 @@
 //! Three `heck kv` processes on loopback: concurrent puts become siblings everywhere, a later
 //! put supersedes them everywhere, and a replica killed with SIGKILL and restarted catches up.
 #![allow(clippy::unwrap_used)]
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::wait_for;
+
+mod common;
 
 struct Replica {
     name: String,
@@ -34,8 +37,9 @@ impl Replica {
         }
         self.child = Some(cmd.spawn().unwrap());
         let up = wait_for(Duration::from_secs(10), || {
-            http(self.http, "GET", "/kv", "").0 == 200
-        });
+            common::get(self.http, "/kv").0 == 200
+        })
+        .is_some();
         assert!(up, "{} did not start", self.name);
     }
 
@@ -47,7 +51,7 @@ impl Replica {
     }
 
     fn values(&self, key: &str) -> Vec<String> {
-        let (status, body) = http(self.http, "GET", &format!("/kv/{key}"), "");
+        let (status, body) = common::get(self.http, &format!("/kv/{key}"));
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         let mut out: Vec<String> = v["values"]
@@ -61,7 +65,10 @@ impl Replica {
     }
 
     fn put(&self, key: &str, value: &str) {
-        assert_eq!(http(self.http, "PUT", &format!("/kv/{key}"), value).0, 204);
+        assert_eq!(
+            common::http(self.http, "PUT", &format!("/kv/{key}"), Some(value), None).0,
+            204
+        );
     }
 }
 
@@ -71,66 +78,10 @@ impl Drop for Replica {
     }
 }
 
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if s.write_all(req.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut raw = String::new();
-    let _ = s.read_to_string(&mut raw);
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        raw.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
-}
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    false
-}
-
-/// Six distinct free ports below the ephemeral range.
-fn ports() -> Vec<u16> {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let mut out: Vec<u16> = Vec::new();
-    let mut x = nanos ^ std::process::id();
-    while out.len() < 6 {
-        x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        let p = 10_000 + (x % 22_000) as u16;
-        if !out.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            out.push(p);
-        }
-    }
-    out
-}
-
 #[test]
 fn three_replicas_keep_siblings_supersede_them_and_catch_up_after_a_kill() {
-    let p = ports();
-    let addr = |port: u16| -> SocketAddr { format!("127.0.0.1:{port}").parse().unwrap() };
+    let p = common::free_ports(6);
+    let addr = common::local;
     let gossip = [addr(p[0]), addr(p[1]), addr(p[2])];
     let mut reps: Vec<Replica> = (0..3)
         .map(|i| Replica {
@@ -160,7 +111,8 @@ fn three_replicas_keep_siblings_supersede_them_and_catch_up_after_a_kill() {
             reps.iter().all(|r| {
                 r.values(&key).len() == reps[2].values(&key).len() && !r.values(&key).is_empty()
             }) && reps.iter().all(|r| r.values(&key) == reps[0].values(&key))
-        });
+        })
+        .is_some();
         assert!(settled, "replicas did not agree on {key}");
         if reps[0].values(&key).len() == 2 {
             break;
@@ -177,21 +129,25 @@ fn three_replicas_keep_siblings_supersede_them_and_catch_up_after_a_kill() {
 
     // A later put (which has seen both) supersedes them everywhere.
     reps[2].put(&key, "final");
-    assert!(wait_for(Duration::from_secs(10), || reps
-        .iter()
-        .all(|r| r.values(&key) == ["final"])));
+    assert!(
+        wait_for(Duration::from_secs(10), || reps
+            .iter()
+            .all(|r| r.values(&key) == ["final"]))
+        .is_some()
+    );
 
     // Kill replica 1 hard, write while it is down, restart it: it catches up.
     reps[1].kill();
     reps[0].put("while-down", "yes");
     assert_eq!(
-        http(reps[0].http, "DELETE", &format!("/kv/{key}"), "").0,
+        common::http(reps[0].http, "DELETE", &format!("/kv/{key}"), None, None).0,
         204
     );
     reps[1].start();
     let caught_up = wait_for(Duration::from_secs(15), || {
         reps[1].values("while-down") == ["yes"] && reps[1].values(&key).is_empty()
-    });
+    })
+    .is_some();
     assert!(
         caught_up,
         "restarted replica has {:?} and {:?}",
@@ -200,11 +156,11 @@ fn three_replicas_keep_siblings_supersede_them_and_catch_up_after_a_kill() {
     );
     // And it ends up having seen exactly what replica 0 has seen.
     let vv = |r: &Replica| -> serde_json::Value {
-        let (_, dump) = http(r.http, "GET", "/kv", "");
+        let (_, dump) = common::get(r.http, "/kv");
         serde_json::from_str::<serde_json::Value>(&dump).unwrap()["version_vector"].clone()
     };
     assert!(
-        wait_for(Duration::from_secs(15), || vv(&reps[1]) == vv(&reps[0])),
+        wait_for(Duration::from_secs(15), || vv(&reps[1]) == vv(&reps[0])).is_some(),
         "{} vs {}",
         vv(&reps[1]),
         vv(&reps[0])
