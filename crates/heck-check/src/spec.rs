@@ -416,6 +416,21 @@ fn check_duration(field: &'static str, d: Duration) -> Result<Duration, SpecErro
     Ok(d)
 }
 
+/// The one place the "timeout < interval" rule is spelled (for `[defaults]` and per target).
+fn timeout_below_interval(timeout: Duration, interval: Duration) -> Result<(), SpecError> {
+    if timeout >= interval {
+        return Err(err(
+            "timeout",
+            format!(
+                "{} must be less than interval {}",
+                HumanDuration(timeout).show(),
+                HumanDuration(interval).show()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_threshold(field: &'static str, v: u32) -> Result<NonZeroU32, SpecError> {
     NonZeroU32::new(v)
         .filter(|v| v.get() <= MAX_THRESHOLD)
@@ -447,13 +462,8 @@ impl Defaults {
         if let Some(v) = self.fall {
             check_threshold("fall", v)?;
         }
-        if let (Some(t), Some(i)) = (self.timeout, self.interval)
-            && t >= i
-        {
-            return Err(err(
-                "timeout",
-                format!("{} must be less than interval {}", t.show(), i.show()),
-            ));
+        if let (Some(t), Some(i)) = (self.timeout, self.interval) {
+            timeout_below_interval(t.0, i.0)?;
         }
         Ok(())
     }
@@ -512,16 +522,7 @@ impl TargetInput {
             .or(defaults.fast_interval)
             .map(|d| check_duration("fast_interval", d.0))
             .transpose()?;
-        if timeout >= interval {
-            return Err(err(
-                "timeout",
-                format!(
-                    "{} must be less than interval {}",
-                    HumanDuration(timeout).show(),
-                    HumanDuration(interval).show()
-                ),
-            ));
-        }
+        timeout_below_interval(timeout, interval)?;
         if let Some(fast) = fast_interval
             && timeout >= fast
         {

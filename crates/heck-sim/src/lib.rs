@@ -259,17 +259,7 @@ impl<P: Process> Sim<P> {
 
     /// Run every event up to and including time `until`.
     pub fn run_until(&mut self, until: Duration) {
-        while let Some(&Reverse((at, seq))) = self.queue.peek() {
-            if at > until {
-                break;
-            }
-            self.queue.pop();
-            let Some(event) = self.events.remove(&seq) else {
-                continue;
-            };
-            self.now = at;
-            self.step(event);
-        }
+        self.run_until_true(until, |_| false);
         self.now = until;
     }
 
