@@ -260,3 +260,35 @@ fn version_vectors_compare_causally() {
     merged.merge(other.context().vv());
     assert_eq!(after.compare(&merged), Causality::Before);
 }
+
+mod lww {
+    use heck_crdt::{LwwReg, ReplicaId};
+    use proptest::prelude::*;
+
+    fn reg() -> impl Strategy<Value = LwwReg<u8>> {
+        (any::<u8>(), 0..5u64, 0..3u64)
+            .prop_map(|(v, t, r)| LwwReg::new(v, t, ReplicaId { node: r, epoch: 1 }))
+    }
+
+    fn join(a: &LwwReg<u8>, b: &LwwReg<u8>) -> LwwReg<u8> {
+        let mut x = a.clone();
+        x.join(b);
+        x
+    }
+
+    proptest! {
+        #[test]
+        fn lww_join_is_commutative_associative_and_idempotent(a in reg(), b in reg(), c in reg()) {
+            prop_assert_eq!(join(&a, &b), join(&b, &a));
+            prop_assert_eq!(join(&join(&a, &b), &c), join(&a, &join(&b, &c)));
+            prop_assert_eq!(join(&a, &a), a);
+        }
+
+        /// A write is later than everything its writer saw, whatever its clock says.
+        #[test]
+        fn a_write_wins_over_what_its_writer_saw(a in reg(), v in any::<u8>(), t in 0..5u64) {
+            let w = a.write(v, t, ReplicaId { node: 9, epoch: 1 });
+            prop_assert_eq!(*join(&a, &w).get(), v);
+        }
+    }
+}
