@@ -2,7 +2,8 @@
 //!
 //! Use it where a single current value matters more than keeping concurrent writes (a node's
 //! self-description, a configuration blob). Time is an argument (a wall clock read by the
-//! caller); ties on time are broken by replica id, so every replica picks the same winner.
+//! caller); ties on time are broken by replica id (then by value), so every replica picks the
+//! same winner.
 use serde::{Deserialize, Serialize};
 
 use crate::causal::ReplicaId;
@@ -37,10 +38,14 @@ impl<V: Clone> LwwReg<V> {
             stamp: (time.max(self.stamp.0 + 1), replica),
         }
     }
+}
 
-    /// Keep the later write.
+impl<V: Clone + Ord> LwwReg<V> {
+    /// Keep the later write. Equal stamps cannot come from one replica's own writes (each is
+    /// stamped past the last it saw), but join must be total, so they break the tie by value:
+    /// every replica still picks the same winner, in any order.
     pub fn join(&mut self, other: &LwwReg<V>) {
-        if other.stamp > self.stamp {
+        if (other.stamp, &other.value) > (self.stamp, &self.value) {
             *self = other.clone();
         }
     }
