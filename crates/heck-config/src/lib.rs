@@ -133,8 +133,72 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, path)
 }
 
+/// Targets parsed per chunk by [`parse`] for large configs.
+const CHUNK: usize = 1000;
+
 /// Validate config `text`; `path` is only used in error messages.
+///
+/// A large config (more than [`CHUNK`] `[[target]]` tables) is first parsed in contiguous
+/// chunks of tables: the `toml` crate builds a document tree of whatever it parses, and for
+/// 100,000 targets that tree alone outweighs the agent's steady state. Any problem in a chunk
+/// (an error, a `[defaults]` after the targets, a `[[target]]` line inside a string) abandons the
+/// chunked load for the whole-file parse below, so results and messages are always the
+/// whole-file ones.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    if let Some(config) = parse_in_chunks(text) {
+        return Ok(config);
+    }
+    parse_whole(text, path)
+}
+
+/// The chunked fast path: `None` means "use the whole-file parse".
+fn parse_in_chunks(text: &str) -> Option<Config> {
+    let mut headers = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim() == "[[target]]" {
+            headers.push(offset);
+        }
+        offset += line.len();
+    }
+    if headers.len() <= CHUNK {
+        return None;
+    }
+    let head: RawConfig = toml::from_str(&text[..headers[0]]).ok()?;
+    if !head.targets.is_empty() || head.defaults.validate().is_err() {
+        return None;
+    }
+    if head
+        .agent
+        .max_in_flight
+        .is_some_and(|n| !(1..=MAX_IN_FLIGHT_LIMIT).contains(&n))
+    {
+        return None;
+    }
+    let mut targets = Vec::with_capacity(headers.len());
+    let mut seen = std::collections::HashSet::with_capacity(headers.len());
+    for (k, &start) in headers.iter().enumerate().step_by(CHUNK) {
+        let end = headers.get(k + CHUNK).copied().unwrap_or(text.len());
+        let chunk: RawConfig = toml::from_str(&text[start..end]).ok()?;
+        if chunk.defaults != Defaults::default() || chunk.agent != AgentSection::default() {
+            return None;
+        }
+        for input in &chunk.targets {
+            let spec = input.resolve(&head.defaults).ok()?;
+            if !seen.insert(spec.name.clone()) {
+                return None;
+            }
+            targets.push(spec);
+        }
+    }
+    Some(Config {
+        defaults: head.defaults,
+        agent: head.agent,
+        targets,
+    })
+}
+
+fn parse_whole(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let message = e.message().trim().to_string();
@@ -416,6 +480,51 @@ interval = "30s"
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/heck.toml");
         let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(!c.targets.is_empty());
+    }
+
+    fn big(n: usize, tail: &str) -> String {
+        let mut t = String::from("[defaults]\ninterval = \"5s\"\n");
+        for i in 0..n {
+            t.push_str(&format!(
+                "\n[[target]]\nname = \"t{i}\"\nurl = \"http://10.0.{}.{}:80/\"\n",
+                i / 256,
+                i % 256
+            ));
+        }
+        t.push_str(tail);
+        t
+    }
+
+    #[test]
+    fn a_large_config_loads_in_chunks_to_the_same_result() {
+        let text = big(2 * CHUNK + 17, "");
+        let chunked = parse_in_chunks(&text).expect("takes the chunked path");
+        let whole = parse_whole(&text, Path::new("x")).unwrap();
+        assert_eq!(chunked, whole);
+        assert_eq!(chunked.targets.len(), 2 * CHUNK + 17);
+    }
+
+    #[test]
+    fn a_large_config_with_a_late_table_or_an_error_falls_back_to_the_whole_file() {
+        let late = big(CHUNK + 5, "\n[agent]\nmax_in_flight = 10\n");
+        assert!(parse_in_chunks(&late).is_none());
+        assert_eq!(
+            parse(&late, Path::new("x")).unwrap().agent.max_in_flight,
+            Some(10)
+        );
+
+        let bad = big(
+            CHUNK + 5,
+            "\n[[target]]\nname = \"t3\"\nurl = \"http://h/\"\n",
+        );
+        assert!(parse_in_chunks(&bad).is_none());
+        let e = load_str(&bad).unwrap_err();
+        assert!(e.message.contains("duplicate"), "{e}");
+        assert_eq!(
+            e.line,
+            bad.lines().count() - 1,
+            "the whole-file error points at the line"
+        );
     }
 
     proptest::proptest! {
