@@ -186,10 +186,18 @@ fn start_fleet(heck: &Path, n: usize, dir: &Path) -> anyhow::Result<(Killed, Pat
         .context("starting heck fleet")?;
     let stdout = child.stdout.take().context("fleet stdout")?;
     let guard = Killed(child);
-    for line in BufReader::new(stdout).lines() {
-        if line?.starts_with("fleet:") {
-            return Ok((guard, config));
+    // Keep reading the fleet's stdout for its whole life: closing the pipe after the first lines
+    // made its later prints fail and the fleet die mid-run (a bug that once invalidated a run).
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("fleet:") {
+                let _ = ready_tx.send(());
+            }
         }
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(120)).is_ok() {
+        return Ok((guard, config));
     }
     bail!("heck fleet exited before it was ready")
 }
