@@ -1,4 +1,5 @@
 //! `heck fleet`: serve a simulated fleet of HTTP targets (for trying heck, tests and benchmarks).
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +8,14 @@ use std::time::Duration;
 use anyhow::Context;
 use heck_fleet::{Fleet, FleetConfig};
 use tokio_util::sync::CancellationToken;
+
+/// Print a line, ignoring a closed stdout: the fleet keeps serving when whoever started it
+/// stopped reading (`println!` would panic and take the fleet down).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -62,9 +71,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             std::fs::write(path, fleet.config_toml(&defaults))
                 .with_context(|| format!("writing {}", path.display()))?;
-            println!("config written to {}", path.display());
+            say!("config written to {}", path.display());
         }
-        println!(
+        say!(
             "fleet: {} targets on port {} ({} to {}), {} unhealthy",
             fleet.len(),
             fleet.port(),
@@ -72,12 +81,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             heck_fleet::target_ip(fleet.len() - 1),
             fleet.unhealthy().len()
         );
-        println!("  target 0:   curl {}", fleet.url(0));
+        say!("  target 0:   curl {}", fleet.url(0));
         let c = fleet.control_addr();
-        println!("  flip it:    curl -X POST http://{c}/fleet/0/unhealthy   (or /healthy)");
-        println!("  slow it:    curl -X POST 'http://{c}/fleet/0/latency?ms=500'");
-        println!("  summary:    curl http://{c}/fleet");
-        println!("Ctrl-C to stop.");
+        say!("  flip it:    curl -X POST http://{c}/fleet/0/unhealthy   (or /healthy)");
+        say!("  slow it:    curl -X POST 'http://{c}/fleet/0/latency?ms=500'");
+        say!("  summary:    curl http://{c}/fleet");
+        say!("Ctrl-C to stop.");
         let stop = CancellationToken::new();
         tokio::spawn(super::agent::cancel_on_signal(stop.clone()));
         stop.cancelled().await;
