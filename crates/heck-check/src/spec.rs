@@ -6,6 +6,7 @@
 //! ([`SpecError::field`]) so the config loader can point at its line and column.
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -54,8 +55,12 @@ impl ProbeKind {
 
 /// A target's name: its identity everywhere (API paths, ownership hashing, gossip keys).
 /// 1 to 128 bytes of `A-Z a-z 0-9 . _ - : @`, so it is safe in a URL path without escaping.
+///
+/// Shared, not copied: the registry, the schedule (twice) and every in-flight check hold the
+/// same name, so a clone is a reference-count bump and 100,000 targets keep 100,000 names, not
+/// 500,000 (see `docs/benchmarks.md`, Version 1: memory).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TargetName(String);
+pub struct TargetName(Arc<str>);
 
 impl TargetName {
     /// Validate a name.
@@ -78,7 +83,7 @@ impl TargetName {
                 "contains {bad:?}; allowed are letters, digits and . _ - : @"
             ));
         }
-        Ok(TargetName(name))
+        Ok(TargetName(name.into()))
     }
 
     /// The name as text.

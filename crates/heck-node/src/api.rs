@@ -148,8 +148,7 @@ async fn add_target(
             ));
         }
         // Checked just above, under the same lock: add cannot find a duplicate.
-        let metrics = shared.metrics.target(name.as_str());
-        let _ = reg.add(spec, metrics, SystemTime::now());
+        let _ = reg.add(spec, SystemTime::now());
         shared.metrics.targets(reg.counts());
         reg.get(&name).map(registry::Entry::view)
     };
@@ -179,7 +178,6 @@ async fn remove_target(
         reg.remove(&key).ok_or_else(|| not_found(&name))?;
         shared.metrics.targets(reg.counts());
     }
-    shared.metrics.forget(key.as_str());
     shared.prober.forget(&key);
     // If the driver is gone we are shutting down; the target is already out of the registry.
     let _ = shared.commands.send(Command::Unschedule(key)).await;

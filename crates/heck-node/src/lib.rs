@@ -108,7 +108,7 @@ enum Command {
 /// State shared by the driver and the API handlers.
 #[derive(Debug)]
 struct Shared {
-    registry: Mutex<Registry>,
+    registry: Arc<Mutex<Registry>>,
     metrics: metrics::Metrics,
     events: broadcast::Sender<Event>,
     commands: mpsc::Sender<Command>,
@@ -172,9 +172,10 @@ pub async fn run(
     let (commands, command_rx) = mpsc::channel(1024);
     let (events, _) = broadcast::channel(EVENT_BUFFER);
     let max_in_flight = config.max_in_flight.max(1);
+    let registry = Arc::new(Mutex::new(Registry::default()));
     let shared = Arc::new(Shared {
-        registry: Mutex::new(Registry::default()),
-        metrics: metrics::Metrics::new(),
+        metrics: metrics::Metrics::new(registry.clone()),
+        registry,
         events,
         commands,
         defaults: config.defaults,
@@ -191,12 +192,10 @@ pub async fn run(
         let now = SystemTime::now();
         let mut reg = shared.registry();
         for spec in config.targets {
-            let name = spec.name.to_string();
             if reg.get(&spec.name).is_some() {
-                return Err(NodeError::Duplicate(name));
+                return Err(NodeError::Duplicate(spec.name.to_string()));
             }
-            let metrics = shared.metrics.target(&name);
-            let _ = reg.add(spec, metrics, now);
+            let _ = reg.add(spec, now);
         }
         shared.metrics.targets(reg.counts());
     }

@@ -2,7 +2,7 @@
 //!
 //! | name | type | meaning |
 //! |---|---|---|
-//! | `heck_target_up{target}` | gauge | 1 if the target's last check succeeded, else 0 (blackbox_exporter's `probe_success`) |
+//! | `heck_target_up{target}` | gauge | 1 if the target's last check succeeded, else 0 (blackbox_exporter's `probe_success`); absent until the first check |
 //! | `heck_target_healthy{target}` | gauge | 1 healthy, 0 unhealthy, -1 unknown (after rise/fall) |
 //! | `heck_target_check_duration_seconds{target}` | gauge | duration of the target's last check |
 //! | `heck_check_duration_seconds` | histogram | duration of every check |
@@ -13,20 +13,23 @@
 //! | `heck_targets{status}` | gauge | targets per status |
 //! | `heck_transitions_total{to}` | counter | status transitions |
 //! | `heck_events_dropped_total` | counter | events an SSE subscriber missed because it was too slow |
-use std::sync::atomic::AtomicU64;
+//!
+//! The three per-target series are not kept as metric objects: at 100,000 targets that was three
+//! label strings, three hash-map entries and three shared cells per target (a third of the
+//! agent's memory). They are read from the [`Registry`](crate::Registry), which holds the last
+//! outcome and status anyway, when `/metrics` is scraped: a snapshot is copied under the lock
+//! and encoded after it is released, so a scrape holds up the check driver for a copy only.
+use std::sync::{Arc, Mutex};
 
-use heck_check::{ErrorKind, Outcome, Status};
-use prometheus_client::encoding::EncodeLabelSet;
+use heck_check::{ErrorKind, Outcome, Status, TargetName};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TargetLabel {
-    target: String,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
@@ -43,29 +46,85 @@ struct ToLabel {
     to: &'static str,
 }
 
-/// One target's series, looked up once when the target is added (so a check costs no label
-/// allocation or hash lookup).
+/// One target's per-target series, as read from the registry at scrape time.
 #[derive(Debug, Clone)]
-pub struct TargetMetrics {
-    up: Gauge,
-    healthy: Gauge,
-    last_duration: Gauge<f64, AtomicU64>,
+struct TargetSample {
+    name: TargetName,
+    /// `(up, seconds)` of the last check, if it has been checked.
+    last: Option<(i64, f64)>,
+    healthy: i64,
 }
 
-impl TargetMetrics {
-    /// A check finished.
-    pub fn observe(&self, outcome: &Outcome) {
-        self.up.set(i64::from(outcome.is_success()));
-        self.last_duration.set(outcome.latency.as_secs_f64());
+fn status_value(status: Status) -> i64 {
+    match status {
+        Status::Healthy => 1,
+        Status::Unhealthy => 0,
+        Status::Unknown => -1,
     }
+}
 
-    /// The status (after rise/fall) changed.
-    pub fn set_status(&self, status: Status) {
-        self.healthy.set(match status {
-            Status::Healthy => 1,
-            Status::Unhealthy => 0,
-            Status::Unknown => -1,
-        });
+/// Encodes `heck_target_*{target}` from the target registry on every scrape.
+#[derive(Debug)]
+struct TargetSeries {
+    targets: Arc<Mutex<crate::Registry>>,
+}
+
+impl TargetSeries {
+    fn snapshot(&self) -> Vec<TargetSample> {
+        let reg = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+        reg.iter()
+            .map(|e| TargetSample {
+                name: e.spec.name.clone(),
+                last: e.last.as_ref().map(|l| {
+                    (
+                        i64::from(l.outcome.is_success()),
+                        l.outcome.latency.as_secs_f64(),
+                    )
+                }),
+                healthy: status_value(e.state.status()),
+            })
+            .collect()
+    }
+}
+
+impl Collector for TargetSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let samples = self.snapshot();
+        let mut family = encoder.encode_descriptor(
+            "heck_target_up",
+            "1 if the target's last check succeeded (absent until its first check)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &samples {
+            if let Some((up, _)) = s.last {
+                let label = [("target", s.name.as_str())];
+                ConstGauge::new(up).encode(family.encode_family(&label)?)?;
+            }
+        }
+        family = encoder.encode_descriptor(
+            "heck_target_healthy",
+            "1 healthy, 0 unhealthy, -1 unknown (after rise/fall)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &samples {
+            let label = [("target", s.name.as_str())];
+            ConstGauge::new(s.healthy).encode(family.encode_family(&label)?)?;
+        }
+        family = encoder.encode_descriptor(
+            "heck_target_check_duration_seconds",
+            "Duration of the target's last check (absent until its first check)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for s in &samples {
+            if let Some((_, seconds)) = s.last {
+                let label = [("target", s.name.as_str())];
+                ConstGauge::new(seconds).encode(family.encode_family(&label)?)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -73,9 +132,6 @@ impl TargetMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    up: Family<TargetLabel, Gauge>,
-    healthy: Family<TargetLabel, Gauge>,
-    last_duration: Family<TargetLabel, Gauge<f64, AtomicU64>>,
     duration: Histogram,
     checks: Family<ResultLabel, Counter>,
     lag: Histogram,
@@ -86,20 +142,11 @@ pub struct Metrics {
     events_dropped: Counter,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    /// Register every metric.
-    pub fn new() -> Metrics {
+    /// Register every metric; the per-target series are read from `targets` on each scrape.
+    pub fn new(targets: Arc<Mutex<crate::Registry>>) -> Metrics {
         let mut registry = Registry::default();
         let m = Metrics {
-            up: Family::default(),
-            healthy: Family::default(),
-            last_duration: Family::default(),
             // 1 ms .. ~32 s
             duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             checks: Family::default(),
@@ -112,21 +159,7 @@ impl Metrics {
             events_dropped: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "heck_target_up",
-            "1 if the target's last check succeeded",
-            m.up.clone(),
-        );
-        registry.register(
-            "heck_target_healthy",
-            "1 healthy, 0 unhealthy, -1 unknown (after rise/fall)",
-            m.healthy.clone(),
-        );
-        registry.register(
-            "heck_target_check_duration_seconds",
-            "Duration of the target's last check",
-            m.last_duration.clone(),
-        );
+        registry.register_collector(Box::new(TargetSeries { targets }));
         registry.register(
             "heck_check_duration_seconds",
             "Duration of every check",
@@ -173,21 +206,7 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// The series of target `target`, created (status unknown) if new.
-    pub fn target(&self, target: &str) -> TargetMetrics {
-        let label = TargetLabel {
-            target: target.to_string(),
-        };
-        let m = TargetMetrics {
-            up: self.up.get_or_create_owned(&label),
-            healthy: self.healthy.get_or_create_owned(&label),
-            last_duration: self.last_duration.get_or_create_owned(&label),
-        };
-        m.set_status(Status::Unknown);
-        m
-    }
-
-    /// A check finished (the node-wide series; the target's own go through [`TargetMetrics`]).
+    /// A check finished (the node-wide series; the target's own are read from the registry).
     pub fn observe_check(&self, outcome: &Outcome) {
         self.duration.observe(outcome.latency.as_secs_f64());
         let result = outcome.error.map_or("success", ErrorKind::as_str);
@@ -199,16 +218,6 @@ impl Metrics {
         self.transitions
             .get_or_create(&ToLabel { to: to.as_str() })
             .inc();
-    }
-
-    /// A target was removed: drop its series.
-    pub fn forget(&self, target: &str) {
-        let label = TargetLabel {
-            target: target.to_string(),
-        };
-        self.up.remove(&label);
-        self.healthy.remove(&label);
-        self.last_duration.remove(&label);
     }
 
     /// A check started `lag` seconds after it was due.
@@ -249,5 +258,75 @@ impl Metrics {
             out.push_str("# encoding failed\n");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::time::{Duration, SystemTime};
+
+    use heck_check::{Defaults, TargetInput};
+
+    use super::*;
+
+    fn add(reg: &mut crate::Registry, name: &str) {
+        let spec = TargetInput {
+            name: name.into(),
+            url: "http://127.0.0.1:1/".into(),
+            rise: Some(1),
+            ..TargetInput::default()
+        }
+        .resolve(&Defaults::default())
+        .unwrap();
+        reg.add(spec, SystemTime::UNIX_EPOCH).unwrap();
+    }
+
+    #[test]
+    fn per_target_series_follow_the_registry() {
+        let targets = Arc::new(Mutex::new(crate::Registry::default()));
+        let metrics = Metrics::new(targets.clone());
+        {
+            let mut reg = targets.lock().unwrap();
+            add(&mut reg, "checked");
+            add(&mut reg, "new");
+            let ok = Outcome::success(Duration::from_millis(250), Some(200));
+            reg.record(
+                &TargetName::new("checked").unwrap(),
+                1,
+                SystemTime::UNIX_EPOCH,
+                ok,
+            )
+            .unwrap();
+        }
+        let text = metrics.encode();
+        assert!(
+            text.contains("heck_target_up{target=\"checked\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("heck_target_up{target=\"new\"}"), "{text}");
+        assert!(
+            text.contains("heck_target_healthy{target=\"checked\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("heck_target_healthy{target=\"new\"} -1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("heck_target_check_duration_seconds{target=\"checked\"} 0.25\n"),
+            "{text}"
+        );
+        // A removed target's series go with it.
+        targets
+            .lock()
+            .unwrap()
+            .remove(&TargetName::new("checked").unwrap());
+        let text = metrics.encode();
+        assert!(!text.contains("target=\"checked\""), "{text}");
+        assert!(
+            text.contains("heck_target_healthy{target=\"new\"} -1\n"),
+            "{text}"
+        );
     }
 }

@@ -30,8 +30,6 @@ pub struct Entry {
     pub state: CheckState,
     /// The last completed check.
     pub last: Option<LastCheck>,
-    /// This target's metric series.
-    pub metrics: crate::metrics::TargetMetrics,
     /// Bumped when a target of this name is (re)added, so a result of a check started before a
     /// delete + re-add is recognised as stale and dropped.
     pub generation: u64,
@@ -70,12 +68,7 @@ pub enum AddError {
 
 impl Registry {
     /// Add a target, unknown since `now`. Returns its generation.
-    pub fn add(
-        &mut self,
-        spec: TargetSpec,
-        metrics: crate::metrics::TargetMetrics,
-        now: SystemTime,
-    ) -> Result<u64, AddError> {
+    pub fn add(&mut self, spec: TargetSpec, now: SystemTime) -> Result<u64, AddError> {
         if self.targets.contains_key(&spec.name) {
             return Err(AddError::Duplicate);
         }
@@ -85,7 +78,6 @@ impl Registry {
             spec: Arc::new(spec),
             state: CheckState::new(now),
             last: None,
-            metrics,
             generation: self.generation,
         };
         self.counts[slot(Status::Unknown)] += 1;
@@ -137,10 +129,6 @@ impl Registry {
         let transition = entry
             .state
             .observe(outcome.is_success(), at, entry.spec.thresholds);
-        entry.metrics.observe(&outcome);
-        if let Some(t) = transition {
-            entry.metrics.set_status(t.to);
-        }
         entry.last = Some(LastCheck { at, outcome });
         if let Some(t) = transition {
             self.counts[slot(t.from)] -= 1;
@@ -248,11 +236,10 @@ mod tests {
     fn a_result_for_a_replaced_target_is_dropped_as_stale() {
         let mut r = Registry::default();
         let t0 = SystemTime::UNIX_EPOCH;
-        let m = crate::metrics::Metrics::new();
-        let old = r.add(spec("a"), m.target("a"), t0).unwrap();
+        let old = r.add(spec("a"), t0).unwrap();
         let name = TargetName::new("a").unwrap();
         r.remove(&name);
-        let new = r.add(spec("a"), m.target("a"), t0).unwrap();
+        let new = r.add(spec("a"), t0).unwrap();
         let fail = Outcome::failure(Duration::from_millis(1), None, ErrorKind::Timeout, "x");
         assert_eq!(r.record(&name, old, t0, fail.clone()), None);
         assert_eq!(r.record(&name, new, t0, fail), Some((None, true)));
@@ -261,11 +248,9 @@ mod tests {
     #[test]
     fn duplicates_are_refused() {
         let mut r = Registry::default();
-        let m = crate::metrics::Metrics::new();
-        r.add(spec("a"), m.target("a"), SystemTime::UNIX_EPOCH)
-            .unwrap();
+        r.add(spec("a"), SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(
-            r.add(spec("a"), m.target("a"), SystemTime::UNIX_EPOCH),
+            r.add(spec("a"), SystemTime::UNIX_EPOCH),
             Err(AddError::Duplicate)
         );
     }

@@ -364,6 +364,18 @@ fn metrics_and_node_info_are_served() {
     ] {
         assert!(text.contains(needle), "missing {needle}");
     }
+    // One series per target, with the value the registry holds: two healthy, two unhealthy.
+    let lines = |prefix: &str, value: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && l.ends_with(&format!("}} {value}")))
+            .count()
+    };
+    assert_eq!(lines("heck_target_healthy{", "1"), 2, "{text}");
+    assert_eq!(lines("heck_target_healthy{", "0"), 2, "{text}");
+    assert_eq!(
+        lines("heck_target_up{", "1") + lines("heck_target_up{", "0"),
+        4
+    );
     let (_, body) = http(agent.addr, "GET", "/v1/node", None, None);
     let node: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(node["targets"], 4);

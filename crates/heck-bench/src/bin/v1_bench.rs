@@ -17,6 +17,10 @@
 //!    requests per second, at most 256 in flight (a request that finds no free slot is counted as
 //!    missed, never queued); the same figures for the exporter's process.
 //!
+//! `--skip-blackbox` measures the agent alone (for iterating; published ratios come from full
+//! runs). The agent inherits the environment, so `TOKIO_WORKER_THREADS` and `MALLOC_ARENA_MAX`
+//! experiments need no rebuild.
+//!
 //! Everything binds loopback only and is killed at the end.
 #![allow(clippy::disallowed_methods)]
 use std::io::{BufRead, BufReader};
@@ -427,6 +431,8 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| "30".into())
         .parse()
         .context("--window SECONDS")?;
+    // For iterating on the agent alone; the figures in docs/benchmarks.md come from full runs.
+    let skip_bbe = args.iter().any(|a| a == "--skip-blackbox");
     let exe = std::env::current_exe()?;
     let heck = flag("--heck")
         .map(PathBuf::from)
@@ -448,10 +454,14 @@ fn main() -> anyhow::Result<()> {
         let (fleet, config) = start_fleet(&heck, n, &dir)?;
         eprintln!("{n} targets: heck agent …");
         rows.push(rt.block_on(bench_heck(&heck, n, &config, window))?);
-        eprintln!("{n} targets: blackbox_exporter …");
-        match rt.block_on(bench_bbe(n, &config, window, &dir)) {
-            Ok(r) => rows.push(r),
-            Err(e) => eprintln!("blackbox_exporter skipped: {e:#}"),
+        if skip_bbe {
+            eprintln!("{n} targets: blackbox_exporter skipped (--skip-blackbox)");
+        } else {
+            eprintln!("{n} targets: blackbox_exporter …");
+            match rt.block_on(bench_bbe(n, &config, window, &dir)) {
+                Ok(r) => rows.push(r),
+                Err(e) => eprintln!("blackbox_exporter skipped: {e:#}"),
+            }
         }
         drop(fleet);
     }
