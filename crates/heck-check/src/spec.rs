@@ -360,6 +360,13 @@ impl TargetSpec {
         }
     }
 
+    /// The shortest time between two checks of this target: the fast interval if set (it is
+    /// not required to be shorter than the interval, so the smaller of the two), else the interval.
+    pub fn shortest_interval(&self) -> Duration {
+        self.fast_interval
+            .map_or(self.interval, |fast| fast.min(self.interval))
+    }
+
     /// For gRPC targets: the service name to ask about (the URL path without its leading `/`;
     /// empty = the server as a whole).
     pub fn grpc_service(&self) -> &str {

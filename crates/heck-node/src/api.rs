@@ -153,10 +153,9 @@ async fn add_target(
         reg.get(&name).map(registry::Entry::view)
     };
     shared
-        .commands
-        .send(Command::Schedule(name))
+        .command(Command::Schedule(name))
         .await
-        .map_err(|_| {
+        .map_err(|()| {
             ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "agent is shutting down".into(),
@@ -180,7 +179,7 @@ async fn remove_target(
     }
     shared.prober.forget(&key);
     // If the driver is gone we are shutting down; the target is already out of the registry.
-    let _ = shared.commands.send(Command::Unschedule(key)).await;
+    let _ = shared.command(Command::Unschedule(key)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -277,9 +276,16 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            // What prometheus-client writes (`_total` counters, `# EOF`).
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        shared.metrics.encode(),
+        // Streamed a page at a time: never the whole text in memory (see metrics.rs).
+        axum::body::Body::from_stream(futures_util::stream::iter(
+            shared
+                .metrics
+                .pages()
+                .map(|page| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(page))),
+        )),
     )
 }
 

@@ -102,6 +102,14 @@ impl Registry {
         self.targets.values()
     }
 
+    /// Every target named after `after` (all of them if `None`), by name: lets a reader walk
+    /// the registry a page at a time, releasing the lock between pages.
+    pub fn iter_after(&self, after: Option<&TargetName>) -> impl Iterator<Item = &Entry> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let lower = after.map_or(Unbounded, Excluded);
+        self.targets.range((lower, Unbounded)).map(|(_, e)| e)
+    }
+
     /// Number of targets.
     pub fn len(&self) -> usize {
         self.targets.len()

@@ -134,7 +134,12 @@ const FAST: &str = "interval = \"300ms\"\ntimeout = \"100ms\"\nrise = 1\nfall = 
 fn every_target_gets_the_status_its_server_deserves() {
     let rt = runtime();
     let fleet = fleet(&rt, 40, 0.25);
-    let agent = start_agent("status", &fleet.config_toml(FAST), &[]);
+    // Three check threads: every shard owns some of the 40 targets.
+    let agent = start_agent(
+        "status",
+        &fleet.config_toml(FAST),
+        &["--check-threads", "3"],
+    );
     let settled = wait_for(Duration::from_secs(10), || {
         targets(&agent).iter().all(|t| t["status"] != "unknown")
     });
@@ -228,7 +233,11 @@ fn a_bad_config_exits_non_zero_naming_the_line_and_field() {
 fn a_target_added_through_the_api_gets_checked_and_the_token_is_enforced() {
     let rt = runtime();
     let fleet = fleet(&rt, 3, 0.0);
-    let agent = start_agent("api", &fleet.config_toml(FAST), &["--api-token", "s3cret"]);
+    let agent = start_agent(
+        "api",
+        &fleet.config_toml(FAST),
+        &["--api-token", "s3cret", "--check-threads", "3"],
+    );
     let spec = format!(
         "{{\"name\":\"added\",\"url\":\"{}\",\"interval\":\"200ms\",\"timeout\":\"100ms\",\"rise\":1}}",
         fleet.url(1)

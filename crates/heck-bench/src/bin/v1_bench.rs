@@ -17,6 +17,7 @@
 //!    requests per second, at most 256 in flight (a request that finds no free slot is counted as
 //!    missed, never queued); the same figures for the exporter's process.
 //!
+//! `--agent-args "…"` passes arguments to `heck agent` (e.g. `--check-threads 1`).
 //! `--skip-blackbox` measures the agent alone (for iterating; published ratios come from full
 //! runs). The agent inherits the environment, so `TOKIO_WORKER_THREADS` and `MALLOC_ARENA_MAX`
 //! experiments need no rebuild.
@@ -206,13 +207,20 @@ fn start_fleet(heck: &Path, n: usize, dir: &Path) -> anyhow::Result<(Killed, Pat
     bail!("heck fleet exited before it was ready")
 }
 
-async fn bench_heck(heck: &Path, n: usize, config: &Path, window: u64) -> anyhow::Result<Row> {
+async fn bench_heck(
+    heck: &Path,
+    n: usize,
+    config: &Path,
+    window: u64,
+    extra: &[String],
+) -> anyhow::Result<Row> {
     let mut last_err = String::new();
     for attempt in 0..10 {
         let addr = format!("127.0.0.1:{}", random_port(attempt));
         let child = Command::new(heck)
             .args(["agent", "--api-addr", &addr, "--config"])
             .arg(config)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -433,6 +441,10 @@ fn main() -> anyhow::Result<()> {
         .context("--window SECONDS")?;
     // For iterating on the agent alone; the figures in docs/benchmarks.md come from full runs.
     let skip_bbe = args.iter().any(|a| a == "--skip-blackbox");
+    // Extra `heck agent` arguments, e.g. --agent-args "--check-threads 1".
+    let agent_args: Vec<String> = flag("--agent-args")
+        .map(|a| a.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
     let exe = std::env::current_exe()?;
     let heck = flag("--heck")
         .map(PathBuf::from)
@@ -453,7 +465,7 @@ fn main() -> anyhow::Result<()> {
     for &n in &sizes {
         let (fleet, config) = start_fleet(&heck, n, &dir)?;
         eprintln!("{n} targets: heck agent …");
-        rows.push(rt.block_on(bench_heck(&heck, n, &config, window))?);
+        rows.push(rt.block_on(bench_heck(&heck, n, &config, window, &agent_args))?);
         if skip_bbe {
             eprintln!("{n} targets: blackbox_exporter skipped (--skip-blackbox)");
         } else {

@@ -21,6 +21,10 @@ pub struct Args {
     /// Most checks running at once (1..=16384); overrides `[agent] max_in_flight`. Default 4096.
     #[arg(long)]
     max_in_flight: Option<usize>,
+    /// Threads that run checks, each owning the targets whose name hashes to it (0: one per
+    /// core). One thread is cheapest per check; add threads when lag grows.
+    #[arg(long, default_value_t = 0)]
+    check_threads: usize,
     /// Join a cluster: gossip (SWIM, UDP) on this address. Without it the agent runs alone.
     #[arg(long)]
     gossip_addr: Option<SocketAddr>,
@@ -92,6 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         api_addr,
         api_token: args.api_token,
         max_in_flight,
+        check_threads: args.check_threads,
         defaults: config.defaults,
         targets: config.targets,
         membership,

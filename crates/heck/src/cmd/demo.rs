@@ -47,6 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 api_addr: args.api_addr,
                 api_token: None,
                 max_in_flight: heck_node::DEFAULT_MAX_IN_FLIGHT,
+                check_threads: 0,
                 defaults: config.defaults,
                 targets: config.targets,
                 membership: None,
