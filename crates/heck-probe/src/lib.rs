@@ -11,6 +11,10 @@
 //! * the request says `Connection: close` and the body is read to EOF, so the *target* closes
 //!   first and holds TIME_WAIT; a checker doing 10,000 checks/s would otherwise fill the kernel's
 //!   TIME_WAIT table itself;
+//! * when the target has closed first, the checker's socket is closed with a reset rather than a
+//!   FIN ([`OneShotTcp`]): the target's application has already let go, so it cannot see the
+//!   reset, and its kernel frees the socket at once instead of holding it in TIME_WAIT for a
+//!   minute. A target that has not closed gets the ordinary FIN;
 //! * redirects are not followed (a 301 is a status like any other; add it to `expect_status`);
 //! * at most [`BODY_LIMIT`] bytes of body are read for `body_contains`;
 //! * `keep_alive = true` keeps one idle connection per target, at most [`MAX_POOLED`] in total
@@ -42,6 +46,68 @@ pub enum ProbeError {
     /// The TLS configuration could not be built.
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
+}
+
+/// Plain TCP for a one-shot (`Connection: close`) HTTP check. hyper shuts the write side down
+/// when the exchange is over; this is where the checker's half of the close is decided:
+/// * the target already closed (a non-blocking peek reads EOF: its FIN is queued): set
+///   `SO_LINGER` to zero and skip the shutdown, so dropping the socket sends a reset. The
+///   target's socket is in FIN_WAIT_2 with no application behind it; the reset frees it,
+///   where a FIN would park it in TIME_WAIT (at 10,000 checks/s that fills the kernel's table);
+/// * otherwise (data still unread, or the target keeps the connection open): the ordinary
+///   shutdown, a FIN.
+struct OneShotTcp(TcpStream);
+
+impl AsyncRead for OneShotTcp {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for OneShotTcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        // The socket is non-blocking (tokio's): nothing queued is WouldBlock, not a wait.
+        let peer_closed = matches!(socket2::SockRef::from(&self.0).peek(&mut byte), Ok(0));
+        if peer_closed && self.0.set_zero_linger().is_ok() {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// A stream a probe can speak HTTP over: plain TCP or TLS.
@@ -199,8 +265,10 @@ impl Prober {
                 .await
                 .map_err(|e| fail(ErrorKind::Tls, format!("TLS handshake: {e}")))?;
             Box::new(tls)
-        } else {
+        } else if spec.keep_alive {
             Box::new(tcp)
+        } else {
+            Box::new(OneShotTcp(tcp))
         };
         let (sender, conn) = http1::handshake(TokioIo::new(io))
             .await

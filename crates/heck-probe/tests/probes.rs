@@ -279,3 +279,71 @@ async fn grpc_health_serving_and_not_serving() {
         .await;
     assert_eq!(unknown.error, Some(ErrorKind::NotServing), "{unknown:?}");
 }
+
+/// A one-connection HTTP server on a thread: reads the request, answers 200, closes first (its
+/// FIN travels with the answer: TCP_CORK holds the data until the shutdown) if `close_first`,
+/// then reports how the checker ended the connection: `Ok(0)` for a FIN, an error for a reset.
+async fn closing_server(
+    close_first: bool,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Receiver<std::io::Result<usize>>,
+) {
+    use std::io::{Read, Write};
+    let l = listener().await.into_std().unwrap();
+    l.set_nonblocking(false).unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0);
+            req.extend_from_slice(&buf[..n]);
+        }
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+        if close_first {
+            socket2::SockRef::from(&s).set_tcp_cork(true).unwrap();
+            s.write_all(answer).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        } else {
+            s.write_all(answer).unwrap();
+        }
+        let _ = tx.send(s.read(&mut buf));
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_target_that_closed_first_gets_a_reset_and_keeps_no_time_wait() {
+    let (addr, ended) = closing_server(true).await;
+    let o = Prober::new()
+        .unwrap()
+        .probe(&spec(&format!("http://{addr}/"), |_| {}))
+        .await;
+    assert!(o.is_success(), "{o:?}");
+    let end = tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = end.expect_err("a reset, not a FIN");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}
+
+#[tokio::test]
+async fn a_target_that_keeps_the_connection_open_gets_an_orderly_close() {
+    let (addr, ended) = closing_server(false).await;
+    let o = Prober::new()
+        .unwrap()
+        .probe(&spec(&format!("http://{addr}/"), |_| {}))
+        .await;
+    assert!(o.is_success(), "{o:?}");
+    let end = tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(end.unwrap(), 0, "a FIN");
+}
