@@ -317,33 +317,29 @@ async fn closing_server(
     (addr, rx)
 }
 
-#[tokio::test]
-async fn a_target_that_closed_first_gets_a_reset_and_keeps_no_time_wait() {
-    let (addr, ended) = closing_server(true).await;
+/// Probe a [`closing_server`] and return how the checker ended the connection.
+async fn probe_and_see_how_it_ended(close_first: bool) -> std::io::Result<usize> {
+    let (addr, ended) = closing_server(close_first).await;
     let o = Prober::new()
         .unwrap()
         .probe(&spec(&format!("http://{addr}/"), |_| {}))
         .await;
     assert!(o.is_success(), "{o:?}");
-    let end = tokio::time::timeout(Duration::from_secs(5), ended)
+    tokio::time::timeout(Duration::from_secs(5), ended)
         .await
         .unwrap()
-        .unwrap();
-    let err = end.expect_err("a reset, not a FIN");
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_target_that_closed_first_gets_a_reset_and_keeps_no_time_wait() {
+    let err = probe_and_see_how_it_ended(true)
+        .await
+        .expect_err("a reset, not a FIN");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
 }
 
 #[tokio::test]
 async fn a_target_that_keeps_the_connection_open_gets_an_orderly_close() {
-    let (addr, ended) = closing_server(false).await;
-    let o = Prober::new()
-        .unwrap()
-        .probe(&spec(&format!("http://{addr}/"), |_| {}))
-        .await;
-    assert!(o.is_success(), "{o:?}");
-    let end = tokio::time::timeout(Duration::from_secs(5), ended)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(end.unwrap(), 0, "a FIN");
+    assert_eq!(probe_and_see_how_it_ended(false).await.unwrap(), 0, "a FIN");
 }
