@@ -328,6 +328,10 @@ pub async fn run(
 #[derive(Debug)]
 struct CheckResult {
     name: TargetName,
+    /// The spec the check ran with (of this generation), and its key hash: rescheduling needs
+    /// no second registry lookup.
+    spec: Arc<TargetSpec>,
+    key_hash: u64,
     generation: u64,
     due: Duration,
     at: SystemTime,
@@ -388,10 +392,10 @@ async fn drive(shard: Shard, mut commands: mpsc::Receiver<Command>) {
             let early = coalescing_window(shortest);
             let room = (max - in_flight).min(COALESCE_BATCH);
             for (name, due) in schedule.pop_due(now + early, room) {
-                let Some((spec, generation)) = shared
+                let Some((spec, key_hash, generation)) = shared
                     .registry()
                     .get(&name)
-                    .map(|e| (e.spec.clone(), e.generation))
+                    .map(|e| (e.spec.clone(), e.key_hash, e.generation))
                 else {
                     continue;
                 };
@@ -408,6 +412,8 @@ async fn drive(shard: Shard, mut commands: mpsc::Receiver<Command>) {
                     let _ = tx
                         .send(CheckResult {
                             name,
+                            spec,
+                            key_hash,
                             generation,
                             due,
                             at,
@@ -474,9 +480,9 @@ fn apply(shared: &Shared, schedule: &mut Schedule<TargetName>, r: CheckResult) {
     let Some((transition, failing)) = reg.record(&name, r.generation, r.at, r.outcome) else {
         return; // removed or replaced while the check ran
     };
-    let Some(entry) = reg.get(&name) else { return };
-    let interval = entry.spec.next_interval(failing);
-    let rescheduled = schedule.reschedule(name.clone(), entry.key_hash, r.due, interval, wall());
+    // Same generation, so `r.spec` is the registry's spec.
+    let interval = r.spec.next_interval(failing);
+    let rescheduled = schedule.reschedule(name.clone(), r.key_hash, r.due, interval, wall());
     if rescheduled.skipped > 0 {
         shared.metrics.skipped(rescheduled.skipped);
     }
