@@ -237,6 +237,7 @@ pub async fn run(
     {
         let now = SystemTime::now();
         let mut reg = shared.registry();
+        reg.reserve(config.targets.len());
         for spec in config.targets {
             if reg.get(&spec.name).is_some() {
                 return Err(NodeError::Duplicate(spec.name.to_string()));
@@ -380,6 +381,8 @@ async fn drive(shard: Shard, mut commands: mpsc::Receiver<Command>) {
     {
         let now = wall();
         let reg = shared.registry();
+        // This shard's share, with 10% to spare for the hash's unevenness.
+        schedule.reserve(reg.len() / count + reg.len() / count / 10);
         for e in reg.iter().filter(|e| shard_of(e.key_hash, count) == index) {
             schedule.insert(e.spec.name.clone(), e.key_hash, e.spec.interval, now);
             shortest = shortest.min(e.spec.shortest_interval());

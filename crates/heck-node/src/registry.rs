@@ -3,7 +3,7 @@
 //! Shared between the check driver (writes results) and the API (reads, adds, removes) behind a
 //! std mutex: every critical section is a few map operations and never awaits, which a std mutex
 //! does faster than tokio's (the same reasoning as mini-redis' `db.rs`).
-use std::collections::BTreeMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -44,7 +44,11 @@ pub fn key_hash(name: &TargetName) -> u64 {
 /// Every target.
 #[derive(Debug, Default)]
 pub struct Registry {
-    targets: BTreeMap<TargetName, Entry>,
+    /// By name, hashed: the check path looks a target up twice per check, and a B-tree lookup
+    /// compares long, similar names (~4% of the agent's CPU at 100,000 targets).
+    targets: HashMap<TargetName, Entry>,
+    /// The names in order, for listings: touched only by add and remove.
+    order: BTreeSet<TargetName>,
     generation: u64,
     /// Targets per status (unknown, healthy, unhealthy), kept incrementally: recounting 100,000
     /// targets on every transition would be quadratic at start-up.
@@ -81,13 +85,22 @@ impl Registry {
             generation: self.generation,
         };
         self.counts[slot(Status::Unknown)] += 1;
+        self.order.insert(entry.spec.name.clone());
         self.targets.insert(entry.spec.name.clone(), entry);
         Ok(self.generation)
+    }
+
+    /// Make room for `additional` more targets at once (a config's worth), so loading does not
+    /// grow the table by doubling: each doubling frees the old table, and at 100,000 targets
+    /// those freed tables stayed in the process's RSS.
+    pub fn reserve(&mut self, additional: usize) {
+        self.targets.reserve(additional);
     }
 
     /// Remove a target; returns it if it was there.
     pub fn remove(&mut self, name: &TargetName) -> Option<Entry> {
         let entry = self.targets.remove(name)?;
+        self.order.remove(name);
         self.counts[slot(entry.state.status())] -= 1;
         Some(entry)
     }
@@ -99,7 +112,7 @@ impl Registry {
 
     /// Every target, by name.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.targets.values()
+        self.iter_after(None)
     }
 
     /// Every target named after `after` (all of them if `None`), by name: lets a reader walk
@@ -107,7 +120,9 @@ impl Registry {
     pub fn iter_after(&self, after: Option<&TargetName>) -> impl Iterator<Item = &Entry> {
         use std::ops::Bound::{Excluded, Unbounded};
         let lower = after.map_or(Unbounded, Excluded);
-        self.targets.range((lower, Unbounded)).map(|(_, e)| e)
+        self.order
+            .range((lower, Unbounded))
+            .filter_map(|name| self.targets.get(name))
     }
 
     /// Number of targets.
@@ -261,5 +276,22 @@ mod tests {
             r.add(spec("a"), SystemTime::UNIX_EPOCH),
             Err(AddError::Duplicate)
         );
+    }
+
+    #[test]
+    fn listings_are_by_name_whatever_the_order_of_adds_and_removes() {
+        let mut r = Registry::default();
+        for n in ["c", "a", "d", "b"] {
+            r.add(spec(n), SystemTime::UNIX_EPOCH).unwrap();
+        }
+        r.remove(&TargetName::new("d").unwrap());
+        let names: Vec<String> = r.iter().map(|e| e.spec.name.to_string()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        let after_a: Vec<String> = r
+            .iter_after(Some(&TargetName::new("a").unwrap()))
+            .map(|e| e.spec.name.to_string())
+            .collect();
+        assert_eq!(after_a, ["b", "c"]);
+        assert_eq!(r.len(), 3);
     }
 }
