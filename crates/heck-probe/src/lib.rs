@@ -9,8 +9,8 @@
 //! * a fresh connection per check by default, as Consul and blackbox_exporter do: a check then
 //!   sees what a new client sees (DNS, accept queue, TLS handshake);
 //! * the request says `Connection: close` and the body is read to EOF, so the *target* closes
-//!   first and holds TIME_WAIT; a checker doing 10,000 checks/s would otherwise fill the kernel's
-//!   TIME_WAIT table itself;
+//!   first and the checker holds no TIME_WAIT; a checker doing 10,000 checks/s would otherwise
+//!   fill the kernel's TIME_WAIT table itself;
 //! * when the target has closed first, the checker's socket is closed with a reset rather than a
 //!   FIN ([`OneShotTcp`]): the target's application has already let go, so it cannot see the
 //!   reset, and its kernel frees the socket at once instead of holding it in TIME_WAIT for a
