@@ -383,7 +383,10 @@ async fn drive(shard: Shard, mut commands: mpsc::Receiver<Command>) {
         let reg = shared.registry();
         // This shard's share, with 10% to spare for the hash's unevenness.
         schedule.reserve(reg.len() / count + reg.len() / count / 10);
-        for e in reg.iter().filter(|e| shard_of(e.key_hash, count) == index) {
+        for e in reg
+            .iter_unordered()
+            .filter(|e| shard_of(e.key_hash, count) == index)
+        {
             schedule.insert(e.spec.name.clone(), e.key_hash, e.spec.interval, now);
             shortest = shortest.min(e.spec.shortest_interval());
         }

@@ -19,8 +19,8 @@
 //!
 //! `--agent-args "…"` passes arguments to `heck agent` (e.g. `--check-threads 1`).
 //! `--skip-blackbox` measures the agent alone (for iterating; published ratios come from full
-//! runs). The agent inherits the environment, so `TOKIO_WORKER_THREADS` and `MALLOC_ARENA_MAX`
-//! experiments need no rebuild.
+//! runs). The agent inherits the environment, so allocator experiments (`MALLOC_ARENA_MAX`)
+//! need no rebuild; `--heck PATH` benches another build (A/B of two binaries).
 //!
 //! Everything binds loopback only and is killed at the end.
 #![allow(clippy::disallowed_methods)]
