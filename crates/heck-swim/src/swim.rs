@@ -22,269 +22,29 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use crate::broadcast::{Broadcasts, Invalidates};
+pub use crate::config::Config;
+pub use crate::member::{Member, State, Update};
+pub use crate::message::{Body, Effect, Notification, Packet, Timer};
+use crate::probe::Probe;
+use crate::suspicion::{self, Suspicion};
 
-/// Protocol parameters. See [`Config::lan`] and [`Config::fast`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Config {
-    /// Time between two probes by this member (scaled by the local health multiplier).
-    pub probe_interval: Duration,
-    /// Time to wait for a direct Ack before asking helpers (scaled likewise); < probe_interval.
-    pub probe_timeout: Duration,
-    /// Helpers asked to probe indirectly (k).
-    pub indirect_checks: usize,
-    /// Time between two gossip rounds (pending updates to `gossip_nodes` random members).
-    pub gossip_interval: Duration,
-    /// Members gossiped to per round.
-    pub gossip_nodes: usize,
-    /// λ: each update is sent λ·⌈log10(n+1)⌉ times.
-    pub retransmit_mult: u32,
-    /// α: the suspicion timeout is at least α·max(1, log10 n)·probe interval.
-    pub suspicion_mult: u32,
-    /// β: the suspicion timeout starts at β times its minimum.
-    pub suspicion_max_mult: u32,
-    /// Largest local health multiplier (Lifeguard's awareness).
-    pub awareness_max: u32,
-    /// Time between two re-announcements to a seed (and to a dead member, to heal partitions).
-    pub announce_interval: Duration,
-    /// Most updates piggybacked on one packet.
-    pub max_piggyback: usize,
-}
-
-impl Config {
-    /// memberlist's LAN profile (Consul, Nomad): probe 1 s, timeout 500 ms, 3 indirect probes,
-    /// gossip every 200 ms to 3 members, α = 4, β = 6, awareness up to 8.
-    pub fn lan() -> Config {
-        Config {
-            probe_interval: Duration::from_secs(1),
-            probe_timeout: Duration::from_millis(500),
-            indirect_checks: 3,
-            gossip_interval: Duration::from_millis(200),
-            gossip_nodes: 3,
-            retransmit_mult: 4,
-            suspicion_mult: 4,
-            suspicion_max_mult: 6,
-            awareness_max: 8,
-            announce_interval: Duration::from_secs(10),
-            max_piggyback: 16,
-        }
-    }
-
-    /// Five times faster than LAN, for a cluster on one machine or rack.
-    pub fn fast() -> Config {
-        Config {
-            probe_interval: Duration::from_millis(200),
-            probe_timeout: Duration::from_millis(100),
-            gossip_interval: Duration::from_millis(50),
-            announce_interval: Duration::from_secs(2),
-            ..Config::lan()
-        }
+impl<A> Invalidates for Update<A> {
+    /// A newer update about a member makes the queued older one pointless.
+    fn invalidates(&self, older: &Self) -> bool {
+        self.name() == older.name()
     }
 }
 
-/// A member's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum State {
-    /// Answering probes.
-    Alive,
-    /// Missed a probe; will be declared dead unless it refutes.
-    Suspect,
-    /// Declared dead.
-    Dead,
-    /// Left on purpose.
-    Left,
-}
-
-/// What the cluster knows of one member.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Member<A> {
-    /// Stable name.
-    pub name: String,
-    /// Where to reach it.
-    pub addr: A,
-    /// Raised only by the member itself, to refute suspicion or to rejoin.
-    pub incarnation: u64,
-    /// Alive, suspect, dead or left.
-    pub state: State,
-}
-
-/// A membership update, piggybacked on packets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Update<A> {
-    /// `name` is alive at `addr`, incarnation `inc`.
-    Alive {
-        /// Member.
-        name: String,
-        /// Address.
-        addr: A,
-        /// Incarnation.
-        inc: u64,
-    },
-    /// `from` suspects `name`.
-    Suspect {
-        /// Member.
-        name: String,
-        /// Incarnation.
-        inc: u64,
-        /// Accuser.
-        from: String,
-    },
-    /// `from` declared `name` dead.
-    Dead {
-        /// Member.
-        name: String,
-        /// Incarnation.
-        inc: u64,
-        /// Declarer.
-        from: String,
-    },
-    /// `name` left.
-    Left {
-        /// Member.
-        name: String,
-        /// Incarnation.
-        inc: u64,
-    },
-}
-
-impl<A> Update<A> {
-    fn name(&self) -> &str {
-        match self {
-            Update::Alive { name, .. }
-            | Update::Suspect { name, .. }
-            | Update::Dead { name, .. }
-            | Update::Left { name, .. } => name,
-        }
-    }
-}
-
-/// What a packet asks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Body<A> {
-    /// "Are you alive?"
-    Ping {
-        /// Echo it in the Ack.
-        seq: u64,
-    },
-    /// "Yes."
-    Ack {
-        /// From the Ping.
-        seq: u64,
-    },
-    /// "Please ping `target` for me."
-    PingReq {
-        /// Echo it in the Ack/Nack.
-        seq: u64,
-        /// Whom.
-        target: String,
-        /// Its address.
-        addr: A,
-    },
-    /// "I pinged it for you and got nothing."
-    Nack {
-        /// From the PingReq.
-        seq: u64,
-    },
-    /// "I want to join": answer with every member you know.
-    Join,
-    /// The members the answering node knows.
-    JoinReply {
-        /// Everyone, with state and incarnation.
-        members: Vec<Member<A>>,
-    },
-    /// Only piggybacked updates.
-    Gossip,
-}
-
-/// One datagram: who sends it, what it asks, and piggybacked updates and payloads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Packet<A> {
-    /// The sender's name.
-    pub from: String,
-    /// The sender's address (so a joiner can be answered).
-    pub from_addr: A,
-    /// What it asks.
-    pub body: Body<A>,
-    /// Membership updates.
-    pub updates: Vec<Update<A>>,
-    /// Other layers' payloads (opaque).
-    pub payloads: Vec<Vec<u8>>,
-}
-
-/// Timers the driver delivers back with [`Swim::handle_timer`].
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Timer {
-    /// Start the next probe.
-    Probe,
-    /// The direct-probe deadline of probe `seq`.
-    ProbeTimeout(u64),
-    /// The end of probe `seq`'s period.
-    ProbeEnd(u64),
-    /// The deadline of an indirect probe we run for someone.
-    IndirectTimeout(u64),
-    /// Check the suspicion of `name`.
-    Suspicion(String),
-    /// Gossip round.
-    Gossip,
-    /// Re-announce to a seed.
-    Announce,
-}
-
-/// What membership tells the layers above.
+/// Another layer's opaque bytes, piggybacked like updates.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notification {
-    /// A member joined, or came back.
-    Up(String),
-    /// A member is suspected.
-    Suspect(String),
-    /// A member was declared dead.
-    Down(String),
-    /// A member left.
-    Left(String),
-    /// Another layer's payload arrived.
-    Payload(Vec<u8>),
-}
+pub struct Payload(pub Vec<u8>);
 
-/// What the driver must do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect<A> {
-    /// Send `packet` to `to`.
-    Send {
-        /// Address.
-        to: A,
-        /// The packet.
-        packet: Packet<A>,
-    },
-    /// Deliver `timer` after `after`.
-    Schedule {
-        /// Delay.
-        after: Duration,
-        /// Timer.
-        timer: Timer,
-    },
-    /// Tell the layers above.
-    Notify(Notification),
-}
-
-#[derive(Debug, Clone)]
-struct Probe {
-    target: String,
-    acked: bool,
-    expected_nacks: usize,
-    nacks: usize,
-}
-
-#[derive(Debug, Clone)]
-struct Suspicion {
-    inc: u64,
-    start: Duration,
-    confirmers: BTreeSet<String>,
-}
-
-#[derive(Debug, Clone)]
-struct Broadcast<A> {
-    update: Update<A>,
-    left: u32,
+impl Invalidates for Payload {
+    /// Payloads are independent of each other.
+    fn invalidates(&self, _older: &Self) -> bool {
+        false
+    }
 }
 
 /// Counters.
@@ -311,8 +71,8 @@ pub struct Swim<A> {
     /// Indirect probes run for others: our seq → (requester, its seq).
     indirect: BTreeMap<u64, (A, u64)>,
     suspicions: BTreeMap<String, Suspicion>,
-    broadcasts: Vec<Broadcast<A>>,
-    payloads: Vec<(Vec<u8>, u32)>,
+    broadcasts: Broadcasts<Update<A>>,
+    payloads: Broadcasts<Payload>,
     awareness: u32,
     rng: u64,
     seeds: Vec<A>,
@@ -345,8 +105,8 @@ impl<A: Clone + PartialEq> Swim<A> {
             probes: BTreeMap::new(),
             indirect: BTreeMap::new(),
             suspicions: BTreeMap::new(),
-            broadcasts: Vec::new(),
-            payloads: Vec::new(),
+            broadcasts: Broadcasts::default(),
+            payloads: Broadcasts::default(),
             awareness: 0,
             rng: seed ^ 0x5357_494d,
             seeds: Vec::new(),
@@ -406,7 +166,7 @@ impl<A: Clone + PartialEq> Swim<A> {
     /// Queue an opaque payload for other members (piggybacked, λ·log n transmissions).
     pub fn broadcast_payload(&mut self, bytes: Vec<u8>) {
         let n = self.transmits();
-        self.payloads.push((bytes, n));
+        self.payloads.push(Payload(bytes), n);
     }
 
     /// Leave gracefully: tell everyone, stop probing.
@@ -455,32 +215,22 @@ impl<A: Clone + PartialEq> Swim<A> {
     }
 
     fn enqueue(&mut self, update: Update<A>) {
-        // A newer update about a member invalidates the queued older one.
-        self.broadcasts.retain(|b| b.update.name() != update.name());
         let left = self.transmits();
-        self.broadcasts.push(Broadcast { update, left });
+        self.broadcasts.push(update, left);
     }
 
     /// A packet with as many pending updates as fit, least-sent first; `first` (the buddy
     /// system's suspicion notice) goes in front.
     fn packet(&mut self, body: Body<A>, first: Option<&str>) -> Packet<A> {
-        self.broadcasts.sort_by_key(|b| {
-            let front = first
-                .is_some_and(|f| matches!(&b.update, Update::Suspect { name, .. } if name == f));
-            (!front, std::cmp::Reverse(b.left))
+        let updates = self.broadcasts.take(self.config.max_piggyback, |u| {
+            first.is_some_and(|f| matches!(u, Update::Suspect { name, .. } if name == f))
         });
-        let take = self.config.max_piggyback.min(self.broadcasts.len());
-        let mut updates = Vec::with_capacity(take);
-        for b in self.broadcasts.iter_mut().take(take) {
-            updates.push(b.update.clone());
-            b.left = b.left.saturating_sub(1);
-        }
-        self.broadcasts.retain(|b| b.left > 0);
-        let payloads: Vec<Vec<u8>> = self.payloads.iter().map(|(p, _)| p.clone()).collect();
-        for p in &mut self.payloads {
-            p.1 = p.1.saturating_sub(1);
-        }
-        self.payloads.retain(|p| p.1 > 0);
+        let payloads: Vec<Vec<u8>> = self
+            .payloads
+            .take(usize::MAX, |_| false)
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
         Packet {
             from: self.me.name.clone(),
             from_addr: self.me.addr.clone(),
@@ -795,11 +545,7 @@ impl<A: Clone + PartialEq> Swim<A> {
         match &update {
             Update::Alive { name, addr, inc } => {
                 let known = self.members.get(name);
-                let news = match known {
-                    None => true,
-                    Some(m) => *inc > m.incarnation,
-                };
-                if !news {
+                if known.is_some_and(|m| !update.supersedes((m.state, m.incarnation))) {
                     return;
                 }
                 let was = known.map(|m| m.state);
@@ -830,9 +576,6 @@ impl<A: Clone + PartialEq> Swim<A> {
                 let Some(m) = self.members.get_mut(name) else {
                     return;
                 };
-                if *inc < m.incarnation || matches!(m.state, State::Dead | State::Left) {
-                    return;
-                }
                 if m.state == State::Suspect && *inc == m.incarnation {
                     // An independent confirmation: the timeout shrinks (Lifeguard).
                     let Some(s) = self.suspicions.get_mut(name) else {
@@ -851,6 +594,9 @@ impl<A: Clone + PartialEq> Swim<A> {
                     });
                     // Re-gossip the confirmation (as memberlist does), so others count it too.
                     self.enqueue(update);
+                    return;
+                }
+                if !update.supersedes((m.state, m.incarnation)) {
                     return;
                 }
                 m.state = State::Suspect;
@@ -879,7 +625,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                     // Never seen: remember it (so a stale Alive does not resurrect it).
                     return;
                 };
-                if *inc < m.incarnation || matches!(m.state, State::Dead | State::Left) {
+                if !update.supersedes((m.state, m.incarnation)) {
                     return;
                 }
                 m.state = if left { State::Left } else { State::Dead };
@@ -919,17 +665,16 @@ impl<A: Clone + PartialEq> Swim<A> {
     /// When `name`'s suspicion expires: from β·min down to min, shrinking with log(confirmations).
     fn suspicion_deadline(&self, name: &str) -> Option<Duration> {
         let s = self.suspicions.get(name)?;
-        let n = self.n().max(1) as f64;
-        let min = self.config.probe_interval.as_secs_f64()
-            * f64::from(self.config.suspicion_mult)
-            * n.log10().max(1.0);
-        let max = min * f64::from(self.config.suspicion_max_mult);
+        let min = suspicion::min_timeout(
+            self.config.suspicion_mult,
+            self.n(),
+            self.config.probe_interval,
+        );
+        let max = min * self.config.suspicion_max_mult;
         // Confirmations beyond the first accuser, against the k = α − 2 expected.
-        let k = f64::from(self.config.suspicion_mult.saturating_sub(2).max(1));
-        let c = (s.confirmers.len().saturating_sub(1)) as f64;
-        let frac = ((c + 1.0).ln() / (k + 1.0).ln()).min(1.0);
-        let timeout = (max - (max - min) * frac).max(min);
-        Some(s.start + Duration::from_secs_f64(timeout))
+        let k = self.config.suspicion_mult.saturating_sub(2).max(1);
+        let c = s.confirmers.len().saturating_sub(1) as u32;
+        Some(s.start + suspicion::timeout(min, max, k, c))
     }
 
     fn check_suspicion(&mut self, now: Duration, name: &str, out: &mut Vec<Effect<A>>) {

@@ -1,0 +1,60 @@
+//! Protocol parameters, with memberlist's LAN profile and a faster one for a single machine.
+use std::time::Duration;
+
+/// Protocol parameters. See [`Config::lan`] and [`Config::fast`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Time between two probes by this member (scaled by the local health multiplier).
+    pub probe_interval: Duration,
+    /// Time to wait for a direct Ack before asking helpers (scaled likewise); < probe_interval.
+    pub probe_timeout: Duration,
+    /// Helpers asked to probe indirectly (k).
+    pub indirect_checks: usize,
+    /// Time between two gossip rounds (pending updates to `gossip_nodes` random members).
+    pub gossip_interval: Duration,
+    /// Members gossiped to per round.
+    pub gossip_nodes: usize,
+    /// λ: each update is sent λ·⌈log10(n+1)⌉ times.
+    pub retransmit_mult: u32,
+    /// α: the suspicion timeout is at least α·max(1, log10 n)·probe interval.
+    pub suspicion_mult: u32,
+    /// β: the suspicion timeout starts at β times its minimum.
+    pub suspicion_max_mult: u32,
+    /// Largest local health multiplier (Lifeguard's awareness).
+    pub awareness_max: u32,
+    /// Time between two re-announcements to a seed (and to a dead member, to heal partitions).
+    pub announce_interval: Duration,
+    /// Most updates piggybacked on one packet.
+    pub max_piggyback: usize,
+}
+
+impl Config {
+    /// memberlist's LAN profile (Consul, Nomad): probe 1 s, timeout 500 ms, 3 indirect probes,
+    /// gossip every 200 ms to 3 members, α = 4, β = 6, awareness up to 8.
+    pub fn lan() -> Config {
+        Config {
+            probe_interval: Duration::from_secs(1),
+            probe_timeout: Duration::from_millis(500),
+            indirect_checks: 3,
+            gossip_interval: Duration::from_millis(200),
+            gossip_nodes: 3,
+            retransmit_mult: 4,
+            suspicion_mult: 4,
+            suspicion_max_mult: 6,
+            awareness_max: 8,
+            announce_interval: Duration::from_secs(10),
+            max_piggyback: 16,
+        }
+    }
+
+    /// Five times faster than LAN, for a cluster on one machine or rack.
+    pub fn fast() -> Config {
+        Config {
+            probe_interval: Duration::from_millis(200),
+            probe_timeout: Duration::from_millis(100),
+            gossip_interval: Duration::from_millis(50),
+            announce_interval: Duration::from_secs(2),
+            ..Config::lan()
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! What goes on the wire ([`Packet`], [`Body`]) and what the state machine asks of its driver
+//! ([`Effect`], [`Timer`], [`Notification`]).
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::member::{Member, Update};
+
+/// What a packet asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body<A> {
+    /// "Are you alive?"
+    Ping {
+        /// Echo it in the Ack.
+        seq: u64,
+    },
+    /// "Yes."
+    Ack {
+        /// From the Ping.
+        seq: u64,
+    },
+    /// "Please ping `target` for me."
+    PingReq {
+        /// Echo it in the Ack/Nack.
+        seq: u64,
+        /// Whom.
+        target: String,
+        /// Its address.
+        addr: A,
+    },
+    /// "I pinged it for you and got nothing."
+    Nack {
+        /// From the PingReq.
+        seq: u64,
+    },
+    /// "I want to join": answer with every member you know.
+    Join,
+    /// The members the answering node knows.
+    JoinReply {
+        /// Everyone, with state and incarnation.
+        members: Vec<Member<A>>,
+    },
+    /// Only piggybacked updates.
+    Gossip,
+}
+
+/// One datagram: who sends it, what it asks, and piggybacked updates and payloads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Packet<A> {
+    /// The sender's name.
+    pub from: String,
+    /// The sender's address (so a joiner can be answered).
+    pub from_addr: A,
+    /// What it asks.
+    pub body: Body<A>,
+    /// Membership updates.
+    pub updates: Vec<Update<A>>,
+    /// Other layers' payloads (opaque).
+    pub payloads: Vec<Vec<u8>>,
+}
+
+/// Timers the driver delivers back with [`Swim::handle_timer`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// Start the next probe.
+    Probe,
+    /// The direct-probe deadline of probe `seq`.
+    ProbeTimeout(u64),
+    /// The end of probe `seq`'s period.
+    ProbeEnd(u64),
+    /// The deadline of an indirect probe we run for someone.
+    IndirectTimeout(u64),
+    /// Check the suspicion of `name`.
+    Suspicion(String),
+    /// Gossip round.
+    Gossip,
+    /// Re-announce to a seed.
+    Announce,
+}
+
+/// What membership tells the layers above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notification {
+    /// A member joined, or came back.
+    Up(String),
+    /// A member is suspected.
+    Suspect(String),
+    /// A member was declared dead.
+    Down(String),
+    /// A member left.
+    Left(String),
+    /// Another layer's payload arrived.
+    Payload(Vec<u8>),
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect<A> {
+    /// Send `packet` to `to`.
+    Send {
+        /// Address.
+        to: A,
+        /// The packet.
+        packet: Packet<A>,
+    },
+    /// Deliver `timer` after `after`.
+    Schedule {
+        /// Delay.
+        after: Duration,
+        /// Timer.
+        timer: Timer,
+    },
+    /// Tell the layers above.
+    Notify(Notification),
+}
