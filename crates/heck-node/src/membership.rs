@@ -116,13 +116,19 @@ pub async fn run(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64);
     let seed = getrandom::u64().unwrap_or(incarnation);
-    let mut swim = Swim::new(
+    let mut swim = match Swim::new(
         config.node_name.clone(),
         config.gossip_addr,
         incarnation,
         config.swim,
         seed,
-    );
+    ) {
+        Ok(swim) => swim,
+        Err(e) => {
+            tracing::error!(%e, "membership not started");
+            return;
+        }
+    };
     let start = Instant::now();
     let mut timers: BinaryHeap<Reverse<(Instant, u64, Timer)>> = BinaryHeap::new();
     let mut seq = 0u64;

@@ -57,4 +57,81 @@ impl Config {
             ..Config::lan()
         }
     }
+
+    /// Check every limit; [`crate::Swim::new`] refuses a configuration that fails.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("probe_interval", self.probe_interval.is_zero()),
+            ("probe_timeout", self.probe_timeout.is_zero()),
+            ("gossip_interval", self.gossip_interval.is_zero()),
+            ("announce_interval", self.announce_interval.is_zero()),
+            ("retransmit_mult", self.retransmit_mult == 0),
+            ("suspicion_mult", self.suspicion_mult == 0),
+            ("suspicion_max_mult", self.suspicion_max_mult == 0),
+            ("max_piggyback", self.max_piggyback == 0),
+        ];
+        if let Some((field, _)) = positive.iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError::Zero(field));
+        }
+        if self.probe_timeout >= self.probe_interval {
+            return Err(ConfigError::ProbeTimeoutNotBelowInterval {
+                timeout: self.probe_timeout,
+                interval: self.probe_interval,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`Config`] is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A duration or count that must be positive is zero.
+    Zero(&'static str),
+    /// The direct-probe timeout must leave time for the indirect probes within the interval.
+    ProbeTimeoutNotBelowInterval {
+        /// `probe_timeout`.
+        timeout: Duration,
+        /// `probe_interval`.
+        interval: Duration,
+    },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::Zero(field) => write!(f, "membership: `{field}` must be above zero"),
+            ConfigError::ProbeTimeoutNotBelowInterval { timeout, interval } => write!(
+                f,
+                "membership: probe_timeout ({timeout:?}) must be below probe_interval \
+                 ({interval:?}), to leave time for indirect probes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_profiles_are_valid_and_a_timeout_at_the_interval_is_refused() {
+        assert_eq!(Config::lan().validate(), Ok(()));
+        assert_eq!(Config::fast().validate(), Ok(()));
+        let c = Config {
+            probe_timeout: Duration::from_secs(1),
+            ..Config::lan()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ProbeTimeoutNotBelowInterval { .. })
+        ));
+        let c = Config {
+            retransmit_mult: 0,
+            ..Config::lan()
+        };
+        assert_eq!(c.validate(), Err(ConfigError::Zero("retransmit_mult")));
+    }
 }

@@ -25,7 +25,7 @@ pub mod suspicion;
 pub mod swim;
 pub mod wire;
 
-pub use config::Config;
+pub use config::{Config, ConfigError};
 pub use member::{Member, State, Update};
 pub use message::{Body, Effect, Notification, Packet, Timer};
 pub use swim::{Payload, Stats, Swim};

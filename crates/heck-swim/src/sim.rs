@@ -30,6 +30,9 @@ pub struct SimMember {
 
 impl SimMember {
     /// Member `id` named `node-{id}`, joining through `seeds`.
+    ///
+    /// # Panics
+    /// If `config` fails [`Config::validate`]: a simulated cluster is set up by its test.
     pub fn new(
         id: NodeId,
         incarnation: u64,
@@ -38,13 +41,16 @@ impl SimMember {
         seed: u64,
     ) -> Self {
         SimMember {
-            swim: Swim::new(
+            swim: match Swim::new(
                 format!("node-{id}"),
                 id,
                 incarnation,
                 config,
                 seed ^ (id as u64).wrapping_mul(0x9E37_79B9),
-            ),
+            ) {
+                Ok(swim) => swim,
+                Err(e) => panic!("a simulated member needs a valid config: {e}"),
+            },
             timers: BinaryHeap::new(),
             seq: 0,
             started: false,

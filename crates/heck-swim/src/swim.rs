@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::broadcast::{Broadcasts, Invalidates};
-pub use crate::config::Config;
+pub use crate::config::{Config, ConfigError};
 pub use crate::member::{Member, State, Update};
 pub use crate::message::{Body, Effect, Notification, Packet, Timer};
 use crate::probe::Probe;
@@ -83,14 +83,16 @@ pub struct Swim<A> {
 impl<A: Clone + PartialEq> Swim<A> {
     /// A member named `name` at `addr`, incarnation `incarnation` (use a value above any this
     /// name used before, e.g. the start time, so a restart is newer than its own death).
+    /// Refuses a `config` that fails [`Config::validate`].
     pub fn new(
         name: impl Into<String>,
         addr: A,
         incarnation: u64,
         config: Config,
         seed: u64,
-    ) -> Self {
-        Swim {
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Swim {
             config,
             me: Member {
                 name: name.into(),
@@ -112,7 +114,7 @@ impl<A: Clone + PartialEq> Swim<A> {
             seeds: Vec::new(),
             left: false,
             stats: Stats::default(),
-        }
+        })
     }
 
     /// Start: schedule the timers, and announce to `seeds` (retried every announce interval).

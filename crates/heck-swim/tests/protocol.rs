@@ -28,7 +28,7 @@ fn alive(name: &str, addr: u32, inc: u64) -> Update<u32> {
 
 /// A member "a" (address 1) that knows b (2), c (3), d (4).
 fn member_a() -> Swim<u32> {
-    let mut a = Swim::new("a", 1, 1, Config::lan(), 42);
+    let mut a = Swim::new("a", 1, 1, Config::lan(), 42).unwrap();
     a.start(vec![]);
     let fx = a.handle_packet(
         ms(0),
