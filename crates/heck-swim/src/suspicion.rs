@@ -28,15 +28,64 @@ pub fn min_timeout(suspicion_mult: u32, n: usize, probe_interval: Duration) -> D
     Duration::from_secs_f64(probe_interval.as_secs_f64() * f64::from(suspicion_mult) * log)
 }
 
-/// One running suspicion of a member.
+/// One running suspicion of a member. Its minimum, maximum and expected confirmations are fixed
+/// when it starts (as memberlist's `suspectNode`): were they recomputed from the member count
+/// at check time, a cluster that grew meanwhile would move the deadline past the check, and
+/// without another confirmation nobody would look again (review S1).
 #[derive(Debug, Clone)]
 pub(crate) struct Suspicion {
     /// The incarnation suspected; a refutation is a higher one.
     pub(crate) inc: u64,
     /// When it started.
-    pub(crate) start: Duration,
+    start: Duration,
+    min: Duration,
+    max: Duration,
+    /// Confirmations expected: α − 2, at most n − 2 (the members other than us and the suspect).
+    k: u32,
     /// Accusers so far, the first one included.
-    pub(crate) confirmers: BTreeSet<String>,
+    confirmers: BTreeSet<String>,
+}
+
+impl Suspicion {
+    /// A suspicion of incarnation `inc` by `from`, started at `now` in a cluster of `n` members.
+    pub(crate) fn new(
+        inc: u64,
+        from: String,
+        now: Duration,
+        n: usize,
+        config: &crate::Config,
+    ) -> Suspicion {
+        let min = min_timeout(config.suspicion_mult, n, config.probe_interval);
+        let max = min.saturating_mul(config.suspicion_max_mult);
+        let others = u32::try_from(n.saturating_sub(2)).unwrap_or(u32::MAX);
+        let k = config.suspicion_mult.saturating_sub(2).min(others);
+        Suspicion {
+            inc,
+            start: now,
+            min,
+            max,
+            k,
+            confirmers: BTreeSet::from([from]),
+        }
+    }
+
+    /// Count `from`'s accusation; false if it is not new (the same accuser, or k already in).
+    pub(crate) fn confirm(&mut self, from: &str) -> bool {
+        if self.confirmations() >= self.k || self.confirmers.contains(from) {
+            return false;
+        }
+        self.confirmers.insert(from.to_string());
+        true
+    }
+
+    fn confirmations(&self) -> u32 {
+        u32::try_from(self.confirmers.len().saturating_sub(1)).unwrap_or(u32::MAX)
+    }
+
+    /// When it expires, given the confirmations so far.
+    pub(crate) fn deadline(&self) -> Duration {
+        self.start + timeout(self.min, self.max, self.k, self.confirmations())
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //! incarnation, or at the same incarnation Suspect over Alive and Dead/Left over Suspect;
 //! (2) only the member itself raises its incarnation (to refute); (3) time and randomness come
 //! in as arguments (`now`, a seed): the same inputs give the same effects.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::broadcast::{Broadcasts, Invalidates};
@@ -27,7 +27,7 @@ pub use crate::config::{Config, ConfigError};
 pub use crate::member::{Member, State, Update};
 pub use crate::message::{Body, Effect, Notification, Packet, Timer};
 use crate::probe::Probe;
-use crate::suspicion::{self, Suspicion};
+use crate::suspicion::Suspicion;
 
 impl<A> Invalidates for Update<A> {
     /// A newer update about a member makes the queued older one pointless.
@@ -583,15 +583,11 @@ impl<A: Clone + PartialEq> Swim<A> {
                     let Some(s) = self.suspicions.get_mut(name) else {
                         return;
                     };
-                    if !s.confirmers.insert(from.clone()) {
+                    if !s.confirm(from) {
                         return;
                     }
-                    let left = self
-                        .suspicion_deadline(name)
-                        .map(|d| d.saturating_sub(now))
-                        .unwrap_or_default();
                     out.push(Effect::Schedule {
-                        after: left,
+                        after: s.deadline().saturating_sub(now),
                         timer: Timer::Suspicion(name.clone()),
                     });
                     // Re-gossip the confirmation (as memberlist does), so others count it too.
@@ -603,23 +599,13 @@ impl<A: Clone + PartialEq> Swim<A> {
                 }
                 m.state = State::Suspect;
                 m.incarnation = *inc;
-                self.suspicions.insert(
-                    name.clone(),
-                    Suspicion {
-                        inc: *inc,
-                        start: now,
-                        confirmers: BTreeSet::from([from.clone()]),
-                    },
-                );
+                let s = Suspicion::new(*inc, from.clone(), now, self.n(), &self.config);
                 out.push(Effect::Notify(Notification::Suspect(name.clone())));
-                let after = self
-                    .suspicion_deadline(name)
-                    .map(|d| d.saturating_sub(now))
-                    .unwrap_or_default();
                 out.push(Effect::Schedule {
-                    after,
+                    after: s.deadline().saturating_sub(now),
                     timer: Timer::Suspicion(name.clone()),
                 });
+                self.suspicions.insert(name.clone(), s);
             }
             Update::Dead { name, inc, .. } | Update::Left { name, inc } => {
                 let left = matches!(update, Update::Left { .. });
@@ -664,27 +650,17 @@ impl<A: Clone + PartialEq> Swim<A> {
         self.enqueue(alive);
     }
 
-    /// When `name`'s suspicion expires: from β·min down to min, shrinking with log(confirmations).
-    fn suspicion_deadline(&self, name: &str) -> Option<Duration> {
-        let s = self.suspicions.get(name)?;
-        let min = suspicion::min_timeout(
-            self.config.suspicion_mult,
-            self.n(),
-            self.config.probe_interval,
-        );
-        let max = min * self.config.suspicion_max_mult;
-        // Confirmations beyond the first accuser, against the k = α − 2 expected.
-        let k = self.config.suspicion_mult.saturating_sub(2).max(1);
-        let c = s.confirmers.len().saturating_sub(1) as u32;
-        Some(s.start + suspicion::timeout(min, max, k, c))
-    }
-
     fn check_suspicion(&mut self, now: Duration, name: &str, out: &mut Vec<Effect<A>>) {
-        let Some(deadline) = self.suspicion_deadline(name) else {
+        let Some(deadline) = self.suspicions.get(name).map(Suspicion::deadline) else {
             return;
         };
         if now < deadline {
-            return; // a later check is scheduled
+            // Deadlines only move earlier; still, never leave a suspicion without a check.
+            out.push(Effect::Schedule {
+                after: deadline - now,
+                timer: Timer::Suspicion(name.to_string()),
+            });
+            return;
         }
         let Some(s) = self.suspicions.remove(name) else {
             return;

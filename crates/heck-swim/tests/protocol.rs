@@ -226,10 +226,13 @@ fn suspicion_expires_into_death_unless_refuted_and_confirmations_shorten_it() {
             }],
         ),
     );
-    assert!(
-        a.handle_timer(ms(23_000), Timer::Suspicion("c".into()))
-            .is_empty(),
-        "not yet"
+    assert_eq!(
+        a.handle_timer(ms(23_000), Timer::Suspicion("c".into())),
+        vec![Effect::Schedule {
+            after: ms(1000),
+            timer: Timer::Suspicion("c".into())
+        }],
+        "not yet: checked again at the deadline"
     );
     // Two more independent accusers (k = α − 2 = 2): the timeout drops to the minimum.
     let fx = a.handle_packet(
@@ -381,4 +384,57 @@ fn payloads_of_other_layers_ride_on_packets() {
     let mut b = member_a();
     let fx = b.handle_packet(ms(0), 1, p.clone());
     assert!(fx.contains(&Effect::Notify(Notification::Payload(b"delta".to_vec()))));
+}
+
+fn suspect(name: &str, inc: u64, from: &str) -> Update<u32> {
+    Update::Suspect {
+        name: name.into(),
+        inc,
+        from: from.into(),
+    }
+}
+
+/// Review S1: the suspicion timeout was recomputed from the member count when it was checked,
+/// so a cluster that grew during a suspicion pushed the deadline later and nobody rescheduled.
+#[test]
+fn a_suspicion_ends_in_death_even_if_the_cluster_grows_from_11_to_40_meanwhile() {
+    let mut a = Swim::new("a", 1, 1, Config::lan(), 42).unwrap();
+    a.start(vec![]);
+    let others: Vec<Update<u32>> = (2..=11).map(|i| alive(&format!("m{i}"), i, 1)).collect();
+    a.handle_packet(ms(0), 2, packet("m2", 2, Body::Gossip, others));
+    // n = 11: min = 4 · log10 11 s ≈ 4.17 s; with k = 2 confirmations the timeout is the minimum.
+    let fx = a.handle_packet(
+        ms(0),
+        2,
+        packet(
+            "m2",
+            2,
+            Body::Gossip,
+            vec![
+                suspect("m5", 1, "m2"),
+                suspect("m5", 1, "m3"),
+                suspect("m5", 1, "m4"),
+            ],
+        ),
+    );
+    let last = fx
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Effect::Schedule {
+                after,
+                timer: Timer::Suspicion(_),
+            } => Some(*after),
+            _ => None,
+        })
+        .unwrap();
+    assert!(last < ms(4200), "{last:?}");
+    // 29 members join during the suspicion (n = 40: min would be 6.4 s); no more confirmations.
+    let joiners: Vec<Update<u32>> = (12..=40).map(|i| alive(&format!("m{i}"), i, 1)).collect();
+    a.handle_packet(ms(1000), 2, packet("m2", 2, Body::Gossip, joiners));
+    let fx = a.handle_timer(last, Timer::Suspicion("m5".into()));
+    assert!(
+        fx.contains(&Effect::Notify(Notification::Down("m5".into()))),
+        "{fx:?}"
+    );
 }

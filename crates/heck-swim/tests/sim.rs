@@ -130,3 +130,45 @@ fn a_restarted_member_rejoins_and_a_partition_heals() {
         "everyone alive to everyone again after the heal"
     );
 }
+
+/// Review S1 in the simulator: a member dies in a cluster of 11 that grows to 40 while it is
+/// suspected; it must still be declared dead by every original member.
+#[test]
+fn a_member_killed_while_the_cluster_grows_from_11_to_40_is_declared_dead() {
+    let n = 40;
+    let mut sim = cluster(n, Config::fast(), 0.0, 13);
+    for i in 11..n {
+        sim.at(Duration::ZERO, Fault::Crash(i));
+    }
+    let formed = sim.run_until_true(secs(30), |s| {
+        s.nodes()
+            .iter()
+            .flatten()
+            .all(|m| m.swim.live().count() == 10)
+    });
+    assert!(formed.is_some(), "the first 11 formed a cluster");
+    let t = sim.now();
+    sim.at(t + secs(1), Fault::Crash(5));
+    let suspected = sim.run_until_true(t + secs(30), |s| {
+        s.nodes().iter().flatten().any(|m| {
+            m.swim
+                .members()
+                .any(|x| x.name == "node-5" && x.state == State::Suspect)
+        })
+    });
+    let t = suspected.expect("someone suspects node-5");
+    for i in 11..n {
+        sim.at(t, Fault::Restart(i));
+    }
+    let dead_everywhere = sim.run_until_true(t + secs(120), |s| {
+        s.nodes()[..11]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 5)
+            .all(|(_, m)| m.as_ref().is_some_and(|m| m.downs.contains_key("node-5")))
+    });
+    assert!(
+        dead_everywhere.is_some(),
+        "every original member declared node-5 dead"
+    );
+}
