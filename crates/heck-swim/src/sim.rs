@@ -24,8 +24,17 @@ pub struct SimMember {
     inbox: std::collections::VecDeque<(Duration, NodeId, Packet<NodeId>)>,
     /// Highest local health multiplier seen.
     pub max_awareness: u32,
-    /// When this member first saw each other member declared dead.
+    /// When this member first saw each other member declared dead. Never erased: a member that
+    /// comes back (refutes, or restarts) still counts as a death this member saw, so a false
+    /// death stays counted whether or not it was later refuted.
     pub downs: BTreeMap<String, Duration>,
+    /// Every Down notification, refuted or not (one member may die several times).
+    pub down_notifications: u64,
+    /// Down notifications about a member later seen Up again (refuted, or restarted): the part
+    /// of `down_notifications` that the member itself undid.
+    pub refuted_downs: u64,
+    /// Members currently seen dead, to count the refuted downs.
+    dead_now: std::collections::BTreeSet<String>,
 }
 
 impl SimMember {
@@ -59,6 +68,9 @@ impl SimMember {
             inbox: std::collections::VecDeque::new(),
             max_awareness: 0,
             downs: BTreeMap::new(),
+            down_notifications: 0,
+            refuted_downs: 0,
+            dead_now: std::collections::BTreeSet::new(),
         }
     }
 
@@ -75,14 +87,22 @@ impl SimMember {
                     self.seq += 1;
                     self.timers.push(Reverse((now + after, self.seq, timer)));
                 }
-                Effect::Notify(Notification::Down(name)) => {
-                    self.downs.entry(name).or_insert(now);
-                }
-                Effect::Notify(Notification::Up(name)) => {
-                    self.downs.remove(&name);
-                }
-                Effect::Notify(_) => {}
+                Effect::Notify(n) => self.record(now, n),
             }
+        }
+    }
+
+    fn record(&mut self, now: Duration, n: Notification) {
+        match n {
+            Notification::Down(name) => {
+                self.down_notifications = self.down_notifications.saturating_add(1);
+                self.dead_now.insert(name.clone());
+                self.downs.entry(name).or_insert(now);
+            }
+            Notification::Up(name) if self.dead_now.remove(&name) => {
+                self.refuted_downs = self.refuted_downs.saturating_add(1);
+            }
+            _ => {}
         }
     }
 }
@@ -149,5 +169,24 @@ impl Process for SimMember {
 
     fn wire_size(msg: &Self::Msg) -> usize {
         postcard::to_allocvec(msg).map_or(0, |v| v.len()) + crate::wire::OVERHEAD
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review: the count used to erase a death once the member came back, so a refuted false
+    /// death was never counted.
+    #[test]
+    fn a_down_stays_counted_after_the_member_comes_back_and_counts_as_refuted() {
+        let mut m = SimMember::new(0, 1, Config::fast(), vec![], 1);
+        let ms = Duration::from_millis;
+        m.record(ms(5), Notification::Down("node-3".into()));
+        m.record(ms(9), Notification::Up("node-3".into()));
+        m.record(ms(20), Notification::Down("node-3".into()));
+        assert_eq!(m.downs.get("node-3"), Some(&ms(5)));
+        assert_eq!(m.down_notifications, 2);
+        assert_eq!(m.refuted_downs, 1);
     }
 }
