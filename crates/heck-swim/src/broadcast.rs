@@ -51,11 +51,9 @@ impl<T: Clone + Invalidates> Broadcasts<T> {
         self.entries.len()
     }
 
-    /// Up to `max` items for one packet, least-sent first (items matching `front` before all),
-    /// each counted as one transmission.
-    pub fn take(&mut self, max: usize, front: impl Fn(&T) -> bool) -> Vec<T> {
-        self.entries
-            .sort_by_key(|e| (!front(&e.item), std::cmp::Reverse(e.left)));
+    /// Up to `max` items for one packet, least-sent first, each counted as one transmission.
+    pub fn take(&mut self, max: usize) -> Vec<T> {
+        self.entries.sort_by_key(|e| std::cmp::Reverse(e.left));
         let take = max.min(self.entries.len());
         let mut out = Vec::with_capacity(take);
         for e in self.entries.iter_mut().take(take) {

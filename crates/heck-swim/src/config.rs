@@ -26,6 +26,11 @@ pub struct Config {
     pub announce_interval: Duration,
     /// Most updates piggybacked on one packet.
     pub max_piggyback: usize,
+    /// How long a dead or left member is remembered (memberlist's GossipToTheDeadTime): long
+    /// enough for its death to spread and for it to hear of it and refute, and for a stale Alive
+    /// at its old incarnation to be refused. After this it is forgotten when the probe round
+    /// wraps; if it comes back it joins as new. Above zero; LAN 30 s.
+    pub reap_after: Duration,
 }
 
 impl Config {
@@ -44,6 +49,7 @@ impl Config {
             awareness_max: 8,
             announce_interval: Duration::from_secs(10),
             max_piggyback: 16,
+            reap_after: Duration::from_secs(30),
         }
     }
 
@@ -54,6 +60,7 @@ impl Config {
             probe_timeout: Duration::from_millis(100),
             gossip_interval: Duration::from_millis(50),
             announce_interval: Duration::from_secs(2),
+            reap_after: Duration::from_secs(6),
             ..Config::lan()
         }
     }
@@ -69,6 +76,7 @@ impl Config {
             ("suspicion_mult", self.suspicion_mult == 0),
             ("suspicion_max_mult", self.suspicion_max_mult == 0),
             ("max_piggyback", self.max_piggyback == 0),
+            ("reap_after", self.reap_after.is_zero()),
         ];
         if let Some((field, _)) = positive.iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Zero(field));

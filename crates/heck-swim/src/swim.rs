@@ -19,7 +19,7 @@
 //! incarnation, or at the same incarnation Suspect over Alive and Dead/Left over Suspect;
 //! (2) only the member itself raises its incarnation (to refute); (3) time and randomness come
 //! in as arguments (`now`, a seed): the same inputs give the same effects.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::broadcast::{Broadcasts, Invalidates};
@@ -71,6 +71,8 @@ pub struct Swim<A> {
     /// Indirect probes run for others: our seq → (requester, its seq).
     indirect: BTreeMap<u64, (A, u64)>,
     suspicions: BTreeMap<String, Suspicion>,
+    /// When each dead or left member became so, to forget it after `reap_after`.
+    gone_since: BTreeMap<String, Duration>,
     broadcasts: Broadcasts<Update<A>>,
     payloads: Broadcasts<Payload>,
     awareness: u32,
@@ -107,6 +109,7 @@ impl<A: Clone + PartialEq> Swim<A> {
             probes: BTreeMap::new(),
             indirect: BTreeMap::new(),
             suspicions: BTreeMap::new(),
+            gone_since: BTreeMap::new(),
             broadcasts: Broadcasts::default(),
             payloads: Broadcasts::default(),
             awareness: 0,
@@ -173,7 +176,7 @@ impl<A: Clone + PartialEq> Swim<A> {
 
     /// Leave gracefully: tell everyone, stop probing.
     pub fn leave(&mut self) -> Vec<Effect<A>> {
-        self.me.incarnation += 1;
+        self.me.incarnation = self.me.incarnation.saturating_add(1);
         self.me.state = State::Left;
         self.left = true;
         let update = Update::Left {
@@ -221,15 +224,15 @@ impl<A: Clone + PartialEq> Swim<A> {
         self.broadcasts.push(update, left);
     }
 
-    /// A packet with as many pending updates as fit, least-sent first; `first` (the buddy
+    /// A packet with as many pending updates as fit, least-sent first; `lead` (the buddy
     /// system's suspicion notice) goes in front.
-    fn packet(&mut self, body: Body<A>, first: Option<&str>) -> Packet<A> {
-        let updates = self.broadcasts.take(self.config.max_piggyback, |u| {
-            first.is_some_and(|f| matches!(u, Update::Suspect { name, .. } if name == f))
-        });
+    fn packet(&mut self, body: Body<A>, lead: Option<Update<A>>) -> Packet<A> {
+        let mut updates = Vec::new();
+        updates.extend(lead);
+        updates.extend(self.broadcasts.take(self.config.max_piggyback));
         let payloads: Vec<Vec<u8>> = self
             .payloads
-            .take(usize::MAX, |_| false)
+            .take(usize::MAX)
             .into_iter()
             .map(|p| p.0)
             .collect();
@@ -289,7 +292,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                     after: self.scaled(self.config.probe_interval),
                     timer: Timer::Probe,
                 });
-                self.probe(&mut out);
+                self.probe(now, &mut out);
             }
             Timer::ProbeTimeout(seq) => {
                 let Some(p) = self.probes.get(&seq) else {
@@ -302,17 +305,19 @@ impl<A: Clone + PartialEq> Swim<A> {
                 let Some(addr) = self.members.get(&target).map(|m| m.addr.clone()) else {
                     return out;
                 };
-                let mut helpers: Vec<A> = self
-                    .live()
-                    .filter(|m| m.name != target)
-                    .map(|m| m.addr.clone())
+                // Alive members only (memberlist): a suspect helper is likely the problem itself.
+                let mut helpers: Vec<(String, A)> = self
+                    .members
+                    .values()
+                    .filter(|m| m.state == State::Alive && m.name != target)
+                    .map(|m| (m.name.clone(), m.addr.clone()))
                     .collect();
                 self.shuffle(&mut helpers);
                 helpers.truncate(self.config.indirect_checks);
                 if let Some(p) = self.probes.get_mut(&seq) {
-                    p.expected_nacks = helpers.len();
+                    p.helpers = helpers.iter().map(|(name, _)| name.clone()).collect();
                 }
-                for to in helpers {
+                for (_, to) in helpers {
                     let packet = self.packet(
                         Body::PingReq {
                             seq,
@@ -332,14 +337,13 @@ impl<A: Clone + PartialEq> Swim<A> {
                     self.awareness = self.awareness.saturating_sub(1);
                     return out;
                 }
-                self.stats.failed_probes += 1;
+                self.stats.failed_probes = self.stats.failed_probes.saturating_add(1);
                 // Lifeguard: missing nacks mean our own network or CPU is the problem.
-                let delta = if p.expected_nacks > 0 {
-                    (p.expected_nacks - p.nacks.min(p.expected_nacks)) as u32
-                } else {
-                    1
-                };
-                self.awareness = (self.awareness + delta).min(self.config.awareness_max);
+                let delta = p.missing_nacks().unwrap_or(1);
+                self.awareness = self
+                    .awareness
+                    .saturating_add(delta)
+                    .min(self.config.awareness_max);
                 // Suspect it, or, if it is already suspect, add our independent confirmation
                 // (which shortens the suspicion timeout everywhere it spreads).
                 if let Some(m) = self.members.get(&p.target).cloned()
@@ -397,11 +401,12 @@ impl<A: Clone + PartialEq> Swim<A> {
         }
     }
 
-    fn probe(&mut self, out: &mut Vec<Effect<A>>) {
+    fn probe(&mut self, now: Duration, out: &mut Vec<Effect<A>>) {
         // Randomized round-robin: walk a shuffled list; reshuffle at the end, so every member is
         // probed once per round and a failure is found within n probe periods at worst.
         let target = loop {
             if self.next >= self.order.len() {
+                self.reap(now);
                 let mut order: Vec<String> = self.live().map(|m| m.name.clone()).collect();
                 if order.is_empty() {
                     return;
@@ -430,13 +435,18 @@ impl<A: Clone + PartialEq> Swim<A> {
             Probe {
                 target: target.clone(),
                 acked: false,
-                expected_nacks: 0,
-                nacks: 0,
+                helpers: BTreeSet::new(),
+                nacked: BTreeSet::new(),
             },
         );
-        // Buddy system: a suspect learns of it from the member that probes it, first thing.
-        let first = (m.state == State::Suspect).then_some(target.as_str());
-        let packet = self.packet(Body::Ping { seq }, first);
+        // Buddy system: a suspect learns of it from the member that probes it, first thing, with
+        // a fresh Suspect (memberlist); a queued one would have drained long before this probe.
+        let lead = (m.state == State::Suspect).then(|| Update::Suspect {
+            name: target.clone(),
+            inc: m.incarnation,
+            from: self.me.name.clone(),
+        });
+        let packet = self.packet(Body::Ping { seq }, lead);
         out.push(Effect::Send { to: m.addr, packet });
         out.push(Effect::Schedule {
             after: self.scaled(self.config.probe_timeout),
@@ -446,6 +456,23 @@ impl<A: Clone + PartialEq> Swim<A> {
             after: self.scaled(self.config.probe_interval),
             timer: Timer::ProbeEnd(seq),
         });
+    }
+
+    /// Forget dead and left members after `reap_after` (memberlist drops them when its probe
+    /// list wraps, as here).
+    fn reap(&mut self, now: Duration) {
+        let reap_after = self.config.reap_after;
+        let old: Vec<String> = self
+            .gone_since
+            .iter()
+            .filter(|(_, since)| now.saturating_sub(**since) >= reap_after)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in old {
+            self.gone_since.remove(&name);
+            self.members.remove(&name);
+            self.suspicions.remove(&name);
+        }
     }
 
     /// A packet arrived from `from`.
@@ -500,7 +527,7 @@ impl<A: Clone + PartialEq> Swim<A> {
             }
             Body::Nack { seq } => {
                 if let Some(p) = self.probes.get_mut(&seq) {
-                    p.nacks += 1;
+                    p.nack(&packet.from);
                 }
             }
             Body::Join => {
@@ -561,6 +588,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                     },
                 );
                 self.suspicions.remove(name);
+                self.gone_since.remove(name);
                 if was != Some(State::Alive) {
                     out.push(Effect::Notify(Notification::Up(name.clone())));
                 }
@@ -610,7 +638,8 @@ impl<A: Clone + PartialEq> Swim<A> {
             Update::Dead { name, inc, .. } | Update::Left { name, inc } => {
                 let left = matches!(update, Update::Left { .. });
                 let Some(m) = self.members.get_mut(name) else {
-                    // Never seen: remember it (so a stale Alive does not resurrect it).
+                    // Never seen: nothing to mark. Not remembered either (as memberlist): an
+                    // Alive from it later adds it as a new member.
                     return;
                 };
                 if !update.supersedes((m.state, m.incarnation)) {
@@ -619,6 +648,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                 m.state = if left { State::Left } else { State::Dead };
                 m.incarnation = *inc;
                 self.suspicions.remove(name);
+                self.gone_since.insert(name.clone(), now);
                 out.push(Effect::Notify(if left {
                     Notification::Left(name.clone())
                 } else {
@@ -639,9 +669,12 @@ impl<A: Clone + PartialEq> Swim<A> {
         }
         // Refute: a higher incarnation than the accusation. Lifeguard: being suspected hints that
         // we are the slow one, so we probe less eagerly for a while.
-        self.me.incarnation = accused_inc + 1;
-        self.awareness = (self.awareness + 1).min(self.config.awareness_max);
-        self.stats.refutations += 1;
+        self.me.incarnation = accused_inc.saturating_add(1);
+        self.awareness = self
+            .awareness
+            .saturating_add(1)
+            .min(self.config.awareness_max);
+        self.stats.refutations = self.stats.refutations.saturating_add(1);
         let alive = Update::Alive {
             name: self.me.name.clone(),
             addr: self.me.addr.clone(),
@@ -671,7 +704,7 @@ impl<A: Clone + PartialEq> Swim<A> {
         if m.state != State::Suspect || m.incarnation != s.inc {
             return;
         }
-        self.stats.declared_dead += 1;
+        self.stats.declared_dead = self.stats.declared_dead.saturating_add(1);
         let update = Update::Dead {
             name: name.to_string(),
             inc: s.inc,

@@ -98,13 +98,15 @@ fn a_probe_pings_then_asks_helpers_then_suspects() {
 
     // One helper nacks, the other is silent: suspect, and Lifeguard raises our own
     // multiplier by the missing nack.
+    let names = ["", "", "b", "c", "d"];
+    let h = helpers[0];
     a.handle_packet(
         ms(1800),
-        helpers[0],
-        packet("x", helpers[0], Body::Nack { seq }, vec![]),
+        h,
+        packet(names[h as usize], h, Body::Nack { seq }, vec![]),
     );
     let fx = a.handle_timer(ms(2000), Timer::ProbeEnd(seq));
-    let name = ["", "", "b", "c", "d"][target as usize];
+    let name = names[target as usize];
     assert!(
         fx.contains(&Effect::Notify(Notification::Suspect(name.into()))),
         "{fx:?}"
@@ -437,4 +439,153 @@ fn a_suspicion_ends_in_death_even_if_the_cluster_grows_from_11_to_40_meanwhile()
         fx.contains(&Effect::Notify(Notification::Down("m5".into()))),
         "{fx:?}"
     );
+}
+
+/// A member "a" (address 1) that knows `others` as (name, address), all alive at incarnation 1.
+fn member_knowing(others: &[(&str, u32)]) -> Swim<u32> {
+    let mut a = Swim::new("a", 1, 1, Config::lan(), 42).unwrap();
+    a.start(vec![]);
+    let updates = others.iter().map(|(n, addr)| alive(n, *addr, 1)).collect();
+    a.handle_packet(ms(0), 2, packet("x", 99, Body::Gossip, updates));
+    a
+}
+
+/// Review S7: the buddy system only reordered a queued Suspect, which had long drained by the
+/// time the suspect was probed again.
+#[test]
+fn pinging_a_suspect_member_tells_it_first_with_a_fresh_suspect() {
+    let mut a = member_knowing(&[("c", 3)]);
+    a.handle_packet(
+        ms(0),
+        2,
+        packet("b", 2, Body::Gossip, vec![suspect("c", 1, "b")]),
+    );
+    // Gossip rounds drain the queue.
+    for i in 1..50 {
+        a.handle_timer(ms(i * 200), Timer::Gossip);
+    }
+    let fx = a.handle_timer(ms(10_000), Timer::Probe);
+    let Some(Effect::Send { to: 3, packet: p }) =
+        fx.iter().find(|e| matches!(e, Effect::Send { .. }))
+    else {
+        panic!("{fx:?}")
+    };
+    assert!(matches!(p.body, Body::Ping { .. }), "{p:?}");
+    assert_eq!(p.updates.first(), Some(&suspect("c", 1, "a")), "{p:?}");
+}
+
+/// Review S9: helpers for an indirect probe are alive members only (memberlist).
+#[test]
+fn only_alive_members_are_asked_to_probe_indirectly() {
+    let mut a = member_knowing(&[("b", 2), ("c", 3), ("d", 4)]);
+    a.handle_packet(
+        ms(0),
+        2,
+        packet("b", 2, Body::Gossip, vec![suspect("d", 1, "b")]),
+    );
+    let mut asked = Vec::new();
+    for round in 0..3u64 {
+        let t = 1000 * (round + 1);
+        let fx = a.handle_timer(ms(t), Timer::Probe);
+        let Some(seq) = sends(&fx).iter().find_map(|(_, b)| match b {
+            Body::Ping { seq, .. } => Some(*seq),
+            _ => None,
+        }) else {
+            panic!("{fx:?}")
+        };
+        let fx = a.handle_timer(ms(t + 500), Timer::ProbeTimeout(seq));
+        asked.extend(sends(&fx).into_iter().map(|(to, _)| to));
+        a.handle_packet(ms(t + 600), 9, packet("x", 9, Body::Ack { seq }, vec![]));
+        a.handle_timer(ms(t + 1000), Timer::ProbeEnd(seq));
+    }
+    assert!(!asked.is_empty());
+    assert!(!asked.contains(&4), "the suspect d was asked: {asked:?}");
+}
+
+/// Review S9: two nacks from one helper count once; a nack from a member not asked not at all.
+#[test]
+fn nacks_are_counted_once_per_helper_asked() {
+    let mut a = member_knowing(&[("b", 2), ("c", 3), ("d", 4)]);
+    let fx = a.handle_timer(ms(1000), Timer::Probe);
+    let Some((target, seq)) = sends(&fx).iter().find_map(|(to, b)| match b {
+        Body::Ping { seq, .. } => Some((*to, *seq)),
+        _ => None,
+    }) else {
+        panic!("{fx:?}")
+    };
+    let fx = a.handle_timer(ms(1500), Timer::ProbeTimeout(seq));
+    let helpers: Vec<u32> = sends(&fx).iter().map(|(to, _)| *to).collect();
+    assert_eq!(helpers.len(), 2);
+    let name = |addr: u32| ["", "a", "b", "c", "d"][addr as usize];
+    let h = helpers[0];
+    for _ in 0..2 {
+        a.handle_packet(ms(1600), h, packet(name(h), h, Body::Nack { seq }, vec![]));
+    }
+    a.handle_packet(
+        ms(1600),
+        target,
+        packet(name(target), target, Body::Nack { seq }, vec![]),
+    );
+    a.handle_timer(ms(2000), Timer::ProbeEnd(seq));
+    assert_eq!(a.awareness(), 1, "one helper of two stayed silent");
+}
+
+/// Review S9: k is capped at n − 2; in a cluster of three one confirmation is all there can be.
+#[test]
+fn in_a_cluster_of_three_one_confirmation_brings_the_suspicion_to_its_minimum() {
+    let mut a = member_knowing(&[("b", 2), ("c", 3)]);
+    a.handle_packet(
+        ms(0),
+        2,
+        packet("b", 2, Body::Gossip, vec![suspect("c", 1, "b")]),
+    );
+    let fx = a.handle_packet(
+        ms(0),
+        9,
+        packet("x", 9, Body::Gossip, vec![suspect("c", 1, "x")]),
+    );
+    assert!(
+        fx.contains(&Effect::Schedule {
+            after: ms(4000),
+            timer: Timer::Suspicion("c".into())
+        }),
+        "{fx:?}"
+    );
+}
+
+/// Review S9: an authenticated peer claiming the largest incarnation must not overflow ours.
+#[test]
+fn an_accusation_at_the_largest_incarnation_saturates_instead_of_overflowing() {
+    let mut a = member_knowing(&[("b", 2)]);
+    a.handle_packet(
+        ms(0),
+        2,
+        packet("b", 2, Body::Gossip, vec![suspect("a", u64::MAX, "b")]),
+    );
+    assert_eq!(a.me().incarnation, u64::MAX);
+    a.leave();
+    assert_eq!(a.me().incarnation, u64::MAX);
+}
+
+/// Review S9: dead members were never forgotten. They are kept `reap_after` (memberlist's
+/// GossipToTheDeadTime), then dropped when the probe round wraps.
+#[test]
+fn a_dead_member_is_forgotten_after_the_reap_time() {
+    let mut a = member_knowing(&[("b", 2), ("c", 3)]);
+    let dead = Update::Dead {
+        name: "c".into(),
+        inc: 1,
+        from: "b".into(),
+    };
+    a.handle_packet(ms(0), 2, packet("b", 2, Body::Gossip, vec![dead]));
+    let reap = Config::lan().reap_after;
+    a.handle_timer(reap - ms(1), Timer::Probe);
+    a.handle_timer(reap - ms(1), Timer::Probe);
+    assert!(
+        a.members().any(|m| m.name == "c"),
+        "kept until the reap time"
+    );
+    a.handle_timer(reap + ms(1), Timer::Probe);
+    a.handle_timer(reap + ms(1), Timer::Probe);
+    assert!(!a.members().any(|m| m.name == "c"), "then forgotten");
 }
