@@ -9,10 +9,13 @@ use crate::member::{Member, Update};
 /// What a packet asks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body<A> {
-    /// "Are you alive?"
+    /// "Are you alive, `target`?"
     Ping {
         /// Echo it in the Ack.
         seq: u64,
+        /// Whom the sender means: a process at that address under another name (a restart
+        /// with a new name) does not answer, so the old name is suspected, then declared dead.
+        target: String,
     },
     /// "Yes."
     Ack {

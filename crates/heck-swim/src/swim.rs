@@ -56,6 +56,8 @@ pub struct Stats {
     pub refutations: u64,
     /// Members this member declared dead.
     pub declared_dead: u64,
+    /// Pings for another name received at our address (dropped unanswered).
+    pub misdirected_pings: u64,
 }
 
 /// One member's SWIM state machine. `A` is an address (a `SocketAddr`, or a simulator id).
@@ -446,7 +448,11 @@ impl<A: Clone + PartialEq> Swim<A> {
             inc: m.incarnation,
             from: self.me.name.clone(),
         });
-        let packet = self.packet(Body::Ping { seq }, lead);
+        let ping = Body::Ping {
+            seq,
+            target: target.clone(),
+        };
+        let packet = self.packet(ping, lead);
         out.push(Effect::Send { to: m.addr, packet });
         out.push(Effect::Schedule {
             after: self.scaled(self.config.probe_timeout),
@@ -488,7 +494,11 @@ impl<A: Clone + PartialEq> Swim<A> {
             out.push(Effect::Notify(Notification::Payload(p)));
         }
         match packet.body {
-            Body::Ping { seq } => {
+            Body::Ping { target, .. } if target != self.me.name => {
+                // Meant for whoever had our address before (memberlist drops it the same way).
+                self.stats.misdirected_pings = self.stats.misdirected_pings.saturating_add(1);
+            }
+            Body::Ping { seq, .. } => {
                 let reply = self.packet(Body::Ack { seq }, None);
                 out.push(Effect::Send {
                     to: from,
@@ -506,15 +516,11 @@ impl<A: Clone + PartialEq> Swim<A> {
                     });
                 }
             }
-            Body::PingReq {
-                seq,
-                target: _,
-                addr,
-            } => {
+            Body::PingReq { seq, target, addr } => {
                 self.seq += 1;
                 let mine = self.seq;
                 self.indirect.insert(mine, (from, seq));
-                let ping = self.packet(Body::Ping { seq: mine }, None);
+                let ping = self.packet(Body::Ping { seq: mine, target }, None);
                 out.push(Effect::Send {
                     to: addr,
                     packet: ping,

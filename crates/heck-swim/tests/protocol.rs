@@ -63,7 +63,19 @@ fn sends(fx: &[Effect<u32>]) -> Vec<(u32, Body<u32>)> {
 #[test]
 fn a_ping_is_answered_with_an_ack() {
     let mut a = member_a();
-    let fx = a.handle_packet(ms(1), 3, packet("c", 3, Body::Ping { seq: 7 }, vec![]));
+    let fx = a.handle_packet(
+        ms(1),
+        3,
+        packet(
+            "c",
+            3,
+            Body::Ping {
+                seq: 7,
+                target: "a".into(),
+            },
+            vec![],
+        ),
+    );
     assert_eq!(sends(&fx), vec![(3, Body::Ack { seq: 7 })]);
 }
 
@@ -72,7 +84,7 @@ fn a_probe_pings_then_asks_helpers_then_suspects() {
     let mut a = member_a();
     let fx = a.handle_timer(ms(1000), Timer::Probe);
     let (target, seq) = match sends(&fx)[..] {
-        [(to, Body::Ping { seq })] => (to, seq),
+        [(to, Body::Ping { seq, .. })] => (to, seq),
         ref other => panic!("{other:?}"),
     };
     assert!(fx.contains(&Effect::Schedule {
@@ -123,7 +135,7 @@ fn an_ack_through_a_helper_counts_as_success() {
     let mut a = member_a();
     let fx = a.handle_timer(ms(1000), Timer::Probe);
     let seq = match sends(&fx)[..] {
-        [(_, Body::Ping { seq })] => seq,
+        [(_, Body::Ping { seq, .. })] => seq,
         ref other => panic!("{other:?}"),
     };
     a.handle_timer(ms(1500), Timer::ProbeTimeout(seq));
@@ -154,7 +166,7 @@ fn a_helper_forwards_the_ack_or_answers_with_a_nack() {
         ),
     );
     let my_seq = match sends(&fx)[..] {
-        [(3, Body::Ping { seq })] => seq,
+        [(3, Body::Ping { seq, .. })] => seq,
         ref other => panic!("{other:?}"),
     };
     assert!(fx.contains(&Effect::Schedule {
@@ -179,7 +191,7 @@ fn a_helper_forwards_the_ack_or_answers_with_a_nack() {
         ),
     );
     let my_seq = match sends(&fx)[..] {
-        [(4, Body::Ping { seq })] => seq,
+        [(4, Body::Ping { seq, .. })] => seq,
         ref other => panic!("{other:?}"),
     };
     let fx = h.handle_timer(ms(420), Timer::IndirectTimeout(my_seq));
@@ -197,7 +209,15 @@ fn a_suspected_member_refutes_with_a_higher_incarnation() {
     let fx = a.handle_packet(
         ms(0),
         2,
-        packet("b", 2, Body::Ping { seq: 1 }, vec![suspect]),
+        packet(
+            "b",
+            2,
+            Body::Ping {
+                seq: 1,
+                target: "a".into(),
+            },
+            vec![suspect],
+        ),
     );
     assert_eq!(a.me().incarnation, 2);
     assert_eq!(a.stats().refutations, 1);
@@ -378,7 +398,19 @@ fn a_leaving_member_tells_everyone_and_they_mark_it_left() {
 fn payloads_of_other_layers_ride_on_packets() {
     let mut a = member_a();
     a.broadcast_payload(b"delta".to_vec());
-    let fx = a.handle_packet(ms(0), 2, packet("b", 2, Body::Ping { seq: 1 }, vec![]));
+    let fx = a.handle_packet(
+        ms(0),
+        2,
+        packet(
+            "b",
+            2,
+            Body::Ping {
+                seq: 1,
+                target: "a".into(),
+            },
+            vec![],
+        ),
+    );
     let Effect::Send { packet: p, .. } = &fx[0] else {
         panic!("{fx:?}")
     };
@@ -588,4 +620,35 @@ fn a_dead_member_is_forgotten_after_the_reap_time() {
     a.handle_timer(reap + ms(1), Timer::Probe);
     a.handle_timer(reap + ms(1), Timer::Probe);
     assert!(!a.members().any(|m| m.name == "c"), "then forgotten");
+}
+
+/// Review S3: a process restarted under another name at a reused address must not answer for
+/// the old name, or the old name would stay alive forever (memberlist names the target).
+#[test]
+fn a_ping_for_another_name_at_our_address_is_not_acked() {
+    // "b2" now runs at address 2, where "b" used to be; a still pings "b" there.
+    let mut b2 = Swim::new("b2", 2, 1, Config::lan(), 7).unwrap();
+    b2.start(vec![]);
+    let ping = Body::Ping {
+        seq: 4,
+        target: "b".into(),
+    };
+    let fx = b2.handle_packet(ms(0), 1, packet("a", 1, ping, vec![]));
+    assert_eq!(sends(&fx), vec![], "no ack for a name that is not ours");
+    assert_eq!(b2.stats().misdirected_pings, 1);
+}
+
+#[test]
+fn a_helper_names_the_target_in_its_own_ping() {
+    let mut h = member_a();
+    let req = Body::PingReq {
+        seq: 9,
+        target: "c".into(),
+        addr: 3,
+    };
+    let fx = h.handle_packet(ms(0), 2, packet("b", 2, req, vec![]));
+    assert!(
+        matches!(&sends(&fx)[..], [(3, Body::Ping { target, .. })] if target == "c"),
+        "{fx:?}"
+    );
 }

@@ -7,7 +7,10 @@ fn pkt() -> Packet<u16> {
     Packet {
         from: "a".into(),
         from_addr: 7,
-        body: Body::Ping { seq: 3 },
+        body: Body::Ping {
+            seq: 3,
+            target: "b".into(),
+        },
         updates: vec![],
         payloads: vec![b"x".to_vec()],
     }
