@@ -31,6 +31,10 @@ pub struct Config {
     /// at its old incarnation to be refused. After this it is forgotten when the probe round
     /// wraps; if it comes back it joins as new. Above zero; LAN 30 s.
     pub reap_after: Duration,
+    /// A packet sealed more than this long before or after our wall clock is dropped and
+    /// counted, so a captured packet cannot be replayed later. Must exceed the clock skew
+    /// between members plus the network delay; above zero. 60 s in both profiles.
+    pub replay_window: Duration,
 }
 
 impl Config {
@@ -50,6 +54,7 @@ impl Config {
             announce_interval: Duration::from_secs(10),
             max_piggyback: 16,
             reap_after: Duration::from_secs(30),
+            replay_window: Duration::from_secs(60),
         }
     }
 
@@ -77,6 +82,7 @@ impl Config {
             ("suspicion_max_mult", self.suspicion_max_mult == 0),
             ("max_piggyback", self.max_piggyback == 0),
             ("reap_after", self.reap_after.is_zero()),
+            ("replay_window", self.replay_window.is_zero()),
         ];
         if let Some((field, _)) = positive.iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Zero(field));

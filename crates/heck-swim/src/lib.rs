@@ -27,6 +27,6 @@ pub mod wire;
 
 pub use config::{Config, ConfigError};
 pub use member::{Member, State, Update};
-pub use message::{Body, Effect, Notification, Packet, Timer};
+pub use message::{Body, Effect, Notification, Now, Packet, Timer};
 pub use swim::{Payload, Stats, Swim};
 pub use wire::{Keyring, WireError};

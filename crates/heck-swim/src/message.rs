@@ -47,13 +47,34 @@ pub enum Body<A> {
     Gossip,
 }
 
+/// The two clocks the state machine reads, both passed in by the driver (this crate reads none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Now {
+    /// Monotonic time since the driver started: timers, suspicions, reaping.
+    pub mono: Duration,
+    /// Wall-clock time since the Unix epoch: the timestamp sealed into each packet, and the
+    /// replay window it is checked against (the only use: members' clocks may disagree a bit).
+    pub wall: Duration,
+}
+
+impl Now {
+    /// Wall-clock milliseconds since the Unix epoch, as packets carry it.
+    pub fn wall_ms(&self) -> u64 {
+        u64::try_from(self.wall.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
 /// One datagram: who sends it, what it asks, and piggybacked updates and payloads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Packet<A> {
     /// The sender's name.
     pub from: String,
-    /// The sender's address (so a joiner can be answered).
+    /// The sender's address, sealed with the packet: every reply goes here, never to the
+    /// datagram's source address (which anyone can spoof to reflect a reply at a victim).
     pub from_addr: A,
+    /// When it was sealed, in wall-clock milliseconds since the Unix epoch; a packet outside
+    /// the receiver's replay window is dropped (a captured packet replayed later is useless).
+    pub sent_at_ms: u64,
     /// What it asks.
     pub body: Body<A>,
     /// Membership updates.
@@ -94,6 +115,15 @@ pub enum Notification {
     Left(String),
     /// Another layer's payload arrived.
     Payload(Vec<u8>),
+    /// Packets from `from` are dropped because its clock and ours disagree by more than the
+    /// replay window (`skew_ms` = our clock − its clock). Sent once per sender, again only after
+    /// one of its packets was accepted: the driver can log it as one line.
+    ClockSkew {
+        /// The sender's name (authenticated: the packet opened with our key).
+        from: String,
+        /// Our wall clock minus the sender's, in milliseconds.
+        skew_ms: i64,
+    },
 }
 
 /// What the driver must do.

@@ -7,7 +7,18 @@ use std::time::Duration;
 
 use heck_sim::{NodeId, Outbox, Process};
 
-use crate::swim::{Config, Effect, Notification, Packet, Swim, Timer};
+use crate::swim::{Config, Effect, Notification, Now, Packet, Swim, Timer};
+
+/// The simulated wall clock at virtual time zero (2026-01-01, in seconds since the Unix epoch).
+pub const WALL_AT_ZERO: Duration = Duration::from_secs(1_767_225_600);
+
+/// Both clocks at virtual time `now` (every simulated member's wall clock agrees).
+pub fn at(now: Duration) -> Now {
+    Now {
+        mono: now,
+        wall: WALL_AT_ZERO + now,
+    }
+}
 
 /// One simulated member.
 #[derive(Debug)]
@@ -21,7 +32,7 @@ pub struct SimMember {
     /// If set, every incoming packet is handled only this long after it arrives (an overloaded,
     /// CPU-starved process: a queue in front of it), while its own timers fire on time.
     pub starved: Option<Duration>,
-    inbox: std::collections::VecDeque<(Duration, NodeId, Packet<NodeId>)>,
+    inbox: std::collections::VecDeque<(Duration, Packet<NodeId>)>,
     /// Highest local health multiplier seen.
     pub max_awareness: u32,
     /// When this member first saw each other member declared dead. Never erased: a member that
@@ -110,7 +121,7 @@ impl SimMember {
 impl SimMember {
     fn fire_one(&mut self, now: Duration, out: &mut Outbox<Packet<NodeId>>) {
         if let Some(Reverse((_, _, timer))) = self.timers.pop() {
-            let fx = self.swim.handle_timer(now, timer);
+            let fx = self.swim.handle_timer(at(now), timer);
             self.run(now, fx, out);
         }
     }
@@ -122,22 +133,22 @@ impl Process for SimMember {
     fn on_message(
         &mut self,
         now: Duration,
-        from: NodeId,
+        _from: NodeId,
         msg: Self::Msg,
         out: &mut Outbox<Self::Msg>,
     ) {
         if let Some(delay) = self.starved {
-            self.inbox.push_back((now + delay, from, msg));
+            self.inbox.push_back((now + delay, msg));
             return;
         }
-        let fx = self.swim.handle_packet(now, from, msg);
+        let fx = self.swim.handle_packet(at(now), msg);
         self.run(now, fx, out);
     }
 
     fn on_tick(&mut self, now: Duration, _random: u64, out: &mut Outbox<Self::Msg>) {
         if !self.started {
             self.started = true;
-            let fx = self.swim.start(self.seeds.clone());
+            let fx = self.swim.start(at(now), self.seeds.clone());
             self.run(now, fx, out);
         }
         // Timers and (possibly delayed) packets, in the order they fall due.
@@ -150,14 +161,14 @@ impl Process for SimMember {
             let packet_ready = self
                 .inbox
                 .front()
-                .map(|(at, _, _)| *at)
+                .map(|(at, _)| *at)
                 .filter(|at| *at <= now);
             match (timer_due, packet_ready) {
                 (Some(t), Some(p)) if t <= p => self.fire_one(now, out),
                 (Some(_), None) => self.fire_one(now, out),
                 (_, Some(_)) => {
-                    if let Some((_, from, msg)) = self.inbox.pop_front() {
-                        let fx = self.swim.handle_packet(now, from, msg);
+                    if let Some((_, msg)) = self.inbox.pop_front() {
+                        let fx = self.swim.handle_packet(at(now), msg);
                         self.run(now, fx, out);
                     }
                 }

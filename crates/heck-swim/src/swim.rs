@@ -25,7 +25,7 @@ use std::time::Duration;
 use crate::broadcast::{Broadcasts, Invalidates};
 pub use crate::config::{Config, ConfigError};
 pub use crate::member::{Member, State, Update};
-pub use crate::message::{Body, Effect, Notification, Packet, Timer};
+pub use crate::message::{Body, Effect, Notification, Now, Packet, Timer};
 use crate::probe::Probe;
 use crate::suspicion::Suspicion;
 
@@ -56,9 +56,15 @@ pub struct Stats {
     pub refutations: u64,
     /// Members this member declared dead.
     pub declared_dead: u64,
+    /// Packets dropped because they were sealed outside the replay window (replayed, or the
+    /// sender's clock is off).
+    pub stale_packets: u64,
     /// Pings for another name received at our address (dropped unanswered).
     pub misdirected_pings: u64,
 }
+
+/// Most senders reported at once as [`Notification::ClockSkew`] (a bound on that memory).
+const MAX_SKEW_REPORTS: usize = 256;
 
 /// One member's SWIM state machine. `A` is an address (a `SocketAddr`, or a simulator id).
 #[derive(Debug)]
@@ -73,6 +79,8 @@ pub struct Swim<A> {
     /// Indirect probes run for others: our seq → (requester, its seq).
     indirect: BTreeMap<u64, (A, u64)>,
     suspicions: BTreeMap<String, Suspicion>,
+    /// Senders whose packets fall outside the replay window, already reported to the driver.
+    skewed: BTreeSet<String>,
     /// When each dead or left member became so, to forget it after `reap_after`.
     gone_since: BTreeMap<String, Duration>,
     broadcasts: Broadcasts<Update<A>>,
@@ -112,6 +120,7 @@ impl<A: Clone + PartialEq> Swim<A> {
             indirect: BTreeMap::new(),
             suspicions: BTreeMap::new(),
             gone_since: BTreeMap::new(),
+            skewed: BTreeSet::new(),
             broadcasts: Broadcasts::default(),
             payloads: Broadcasts::default(),
             awareness: 0,
@@ -123,7 +132,7 @@ impl<A: Clone + PartialEq> Swim<A> {
     }
 
     /// Start: schedule the timers, and announce to `seeds` (retried every announce interval).
-    pub fn start(&mut self, seeds: Vec<A>) -> Vec<Effect<A>> {
+    pub fn start(&mut self, now: Now, seeds: Vec<A>) -> Vec<Effect<A>> {
         self.seeds = seeds;
         let mut out = vec![
             Effect::Schedule {
@@ -139,7 +148,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                 timer: Timer::Announce,
             },
         ];
-        self.announce(&mut out, true);
+        self.announce(now, &mut out, true);
         out
     }
 
@@ -177,7 +186,7 @@ impl<A: Clone + PartialEq> Swim<A> {
     }
 
     /// Leave gracefully: tell everyone, stop probing.
-    pub fn leave(&mut self) -> Vec<Effect<A>> {
+    pub fn leave(&mut self, now: Now) -> Vec<Effect<A>> {
         self.me.incarnation = self.me.incarnation.saturating_add(1);
         self.me.state = State::Left;
         self.left = true;
@@ -189,7 +198,7 @@ impl<A: Clone + PartialEq> Swim<A> {
         let mut out = Vec::new();
         let targets: Vec<A> = self.live().map(|m| m.addr.clone()).collect();
         for to in targets {
-            let packet = self.packet(Body::Gossip, None);
+            let packet = self.packet(now, Body::Gossip, None);
             out.push(Effect::Send { to, packet });
         }
         out
@@ -228,7 +237,7 @@ impl<A: Clone + PartialEq> Swim<A> {
 
     /// A packet with as many pending updates as fit, least-sent first; `lead` (the buddy
     /// system's suspicion notice) goes in front.
-    fn packet(&mut self, body: Body<A>, lead: Option<Update<A>>) -> Packet<A> {
+    fn packet(&mut self, now: Now, body: Body<A>, lead: Option<Update<A>>) -> Packet<A> {
         let mut updates = Vec::new();
         updates.extend(lead);
         updates.extend(self.broadcasts.take(self.config.max_piggyback));
@@ -241,13 +250,14 @@ impl<A: Clone + PartialEq> Swim<A> {
         Packet {
             from: self.me.name.clone(),
             from_addr: self.me.addr.clone(),
+            sent_at_ms: now.wall_ms(),
             body,
             updates,
             payloads,
         }
     }
 
-    fn announce(&mut self, out: &mut Vec<Effect<A>>, all_seeds: bool) {
+    fn announce(&mut self, now: Now, out: &mut Vec<Effect<A>>, all_seeds: bool) {
         let alive = Update::Alive {
             name: self.me.name.clone(),
             addr: self.me.addr.clone(),
@@ -276,14 +286,14 @@ impl<A: Clone + PartialEq> Swim<A> {
             if to == self.me.addr {
                 continue;
             }
-            let mut packet = self.packet(Body::Join, None);
+            let mut packet = self.packet(now, Body::Join, None);
             packet.updates.insert(0, alive.clone());
             out.push(Effect::Send { to, packet });
         }
     }
 
     /// A timer fired.
-    pub fn handle_timer(&mut self, now: Duration, timer: Timer) -> Vec<Effect<A>> {
+    pub fn handle_timer(&mut self, now: Now, timer: Timer) -> Vec<Effect<A>> {
         let mut out = Vec::new();
         if self.left {
             return out;
@@ -321,6 +331,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                 }
                 for (_, to) in helpers {
                     let packet = self.packet(
+                        now,
                         Body::PingReq {
                             seq,
                             target: target.clone(),
@@ -361,7 +372,7 @@ impl<A: Clone + PartialEq> Swim<A> {
             }
             Timer::IndirectTimeout(seq) => {
                 if let Some((requester, their_seq)) = self.indirect.remove(&seq) {
-                    let packet = self.packet(Body::Nack { seq: their_seq }, None);
+                    let packet = self.packet(now, Body::Nack { seq: their_seq }, None);
                     out.push(Effect::Send {
                         to: requester,
                         packet,
@@ -381,7 +392,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                 self.shuffle(&mut peers);
                 peers.truncate(self.config.gossip_nodes);
                 for to in peers {
-                    let packet = self.packet(Body::Gossip, None);
+                    let packet = self.packet(now, Body::Gossip, None);
                     out.push(Effect::Send { to, packet });
                 }
             }
@@ -390,7 +401,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                     after: self.config.announce_interval,
                     timer: Timer::Announce,
                 });
-                self.announce(&mut out, false);
+                self.announce(now, &mut out, false);
             }
         }
         out
@@ -403,12 +414,12 @@ impl<A: Clone + PartialEq> Swim<A> {
         }
     }
 
-    fn probe(&mut self, now: Duration, out: &mut Vec<Effect<A>>) {
+    fn probe(&mut self, now: Now, out: &mut Vec<Effect<A>>) {
         // Randomized round-robin: walk a shuffled list; reshuffle at the end, so every member is
         // probed once per round and a failure is found within n probe periods at worst.
         let target = loop {
             if self.next >= self.order.len() {
-                self.reap(now);
+                self.reap(now.mono);
                 let mut order: Vec<String> = self.live().map(|m| m.name.clone()).collect();
                 if order.is_empty() {
                     return;
@@ -452,7 +463,7 @@ impl<A: Clone + PartialEq> Swim<A> {
             seq,
             target: target.clone(),
         };
-        let packet = self.packet(ping, lead);
+        let packet = self.packet(now, ping, lead);
         out.push(Effect::Send { to: m.addr, packet });
         out.push(Effect::Schedule {
             after: self.scaled(self.config.probe_timeout),
@@ -462,6 +473,34 @@ impl<A: Clone + PartialEq> Swim<A> {
             after: self.scaled(self.config.probe_interval),
             timer: Timer::ProbeEnd(seq),
         });
+    }
+
+    /// Is a packet sealed at `sent_at_ms` by `from` recent enough? If not, count it, and tell the
+    /// driver once per sender (so a wrong clock makes one log line, not one per packet).
+    fn within_replay_window(
+        &mut self,
+        now: Now,
+        from: &str,
+        sent_at_ms: u64,
+        out: &mut Vec<Effect<A>>,
+    ) -> bool {
+        let skew = i128::from(now.wall_ms()) - i128::from(sent_at_ms);
+        if skew.unsigned_abs() <= self.config.replay_window.as_millis() {
+            if !self.skewed.is_empty() {
+                self.skewed.remove(from);
+            }
+            return true;
+        }
+        self.stats.stale_packets = self.stats.stale_packets.saturating_add(1);
+        // Bounded: past this many distinct senders the drops are still counted, not reported.
+        if self.skewed.len() < MAX_SKEW_REPORTS && self.skewed.insert(from.to_string()) {
+            let skew_ms = i64::try_from(skew).unwrap_or(if skew < 0 { i64::MIN } else { i64::MAX });
+            out.push(Effect::Notify(Notification::ClockSkew {
+                from: from.to_string(),
+                skew_ms,
+            }));
+        }
+        false
     }
 
     /// Forget dead and left members after `reap_after` (memberlist drops them when its probe
@@ -481,12 +520,18 @@ impl<A: Clone + PartialEq> Swim<A> {
         }
     }
 
-    /// A packet arrived from `from`.
-    pub fn handle_packet(&mut self, now: Duration, from: A, packet: Packet<A>) -> Vec<Effect<A>> {
+    /// A packet arrived (already opened by the key ring, so its sender fields are
+    /// authenticated). Replies go to `packet.from_addr`, never to the datagram's source, and a
+    /// packet sealed outside the replay window is dropped and counted.
+    pub fn handle_packet(&mut self, now: Now, packet: Packet<A>) -> Vec<Effect<A>> {
         let mut out = Vec::new();
         if self.left {
             return out;
         }
+        if !self.within_replay_window(now, &packet.from, packet.sent_at_ms, &mut out) {
+            return out;
+        }
+        let from = packet.from_addr.clone();
         for update in packet.updates {
             self.apply(now, update, &mut out);
         }
@@ -499,7 +544,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                 self.stats.misdirected_pings = self.stats.misdirected_pings.saturating_add(1);
             }
             Body::Ping { seq, .. } => {
-                let reply = self.packet(Body::Ack { seq }, None);
+                let reply = self.packet(now, Body::Ack { seq }, None);
                 out.push(Effect::Send {
                     to: from,
                     packet: reply,
@@ -509,7 +554,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                 if let Some(p) = self.probes.get_mut(&seq) {
                     p.acked = true;
                 } else if let Some((requester, their_seq)) = self.indirect.remove(&seq) {
-                    let reply = self.packet(Body::Ack { seq: their_seq }, None);
+                    let reply = self.packet(now, Body::Ack { seq: their_seq }, None);
                     out.push(Effect::Send {
                         to: requester,
                         packet: reply,
@@ -520,7 +565,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                 self.seq += 1;
                 let mine = self.seq;
                 self.indirect.insert(mine, (from, seq));
-                let ping = self.packet(Body::Ping { seq: mine, target }, None);
+                let ping = self.packet(now, Body::Ping { seq: mine, target }, None);
                 out.push(Effect::Send {
                     to: addr,
                     packet: ping,
@@ -539,7 +584,7 @@ impl<A: Clone + PartialEq> Swim<A> {
             Body::Join => {
                 let mut members: Vec<Member<A>> = self.members.values().cloned().collect();
                 members.push(self.me.clone());
-                let reply = self.packet(Body::JoinReply { members }, None);
+                let reply = self.packet(now, Body::JoinReply { members }, None);
                 out.push(Effect::Send {
                     to: from,
                     packet: reply,
@@ -572,7 +617,7 @@ impl<A: Clone + PartialEq> Swim<A> {
     }
 
     /// Apply an update if it is news; re-broadcast it if so.
-    fn apply(&mut self, now: Duration, update: Update<A>, out: &mut Vec<Effect<A>>) {
+    fn apply(&mut self, now: Now, update: Update<A>, out: &mut Vec<Effect<A>>) {
         if update.name() == self.me.name {
             self.about_me(update);
             return;
@@ -621,7 +666,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                         return;
                     }
                     out.push(Effect::Schedule {
-                        after: s.deadline().saturating_sub(now),
+                        after: s.deadline().saturating_sub(now.mono),
                         timer: Timer::Suspicion(name.clone()),
                     });
                     // Re-gossip the confirmation (as memberlist does), so others count it too.
@@ -633,10 +678,10 @@ impl<A: Clone + PartialEq> Swim<A> {
                 }
                 m.state = State::Suspect;
                 m.incarnation = *inc;
-                let s = Suspicion::new(*inc, from.clone(), now, self.n(), &self.config);
+                let s = Suspicion::new(*inc, from.clone(), now.mono, self.n(), &self.config);
                 out.push(Effect::Notify(Notification::Suspect(name.clone())));
                 out.push(Effect::Schedule {
-                    after: s.deadline().saturating_sub(now),
+                    after: s.deadline().saturating_sub(now.mono),
                     timer: Timer::Suspicion(name.clone()),
                 });
                 self.suspicions.insert(name.clone(), s);
@@ -654,7 +699,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                 m.state = if left { State::Left } else { State::Dead };
                 m.incarnation = *inc;
                 self.suspicions.remove(name);
-                self.gone_since.insert(name.clone(), now);
+                self.gone_since.insert(name.clone(), now.mono);
                 out.push(Effect::Notify(if left {
                     Notification::Left(name.clone())
                 } else {
@@ -689,14 +734,14 @@ impl<A: Clone + PartialEq> Swim<A> {
         self.enqueue(alive);
     }
 
-    fn check_suspicion(&mut self, now: Duration, name: &str, out: &mut Vec<Effect<A>>) {
+    fn check_suspicion(&mut self, now: Now, name: &str, out: &mut Vec<Effect<A>>) {
         let Some(deadline) = self.suspicions.get(name).map(Suspicion::deadline) else {
             return;
         };
-        if now < deadline {
+        if now.mono < deadline {
             // Deadlines only move earlier; still, never leave a suspicion without a check.
             out.push(Effect::Schedule {
-                after: deadline - now,
+                after: deadline - now.mono,
                 timer: Timer::Suspicion(name.to_string()),
             });
             return;

@@ -2,16 +2,28 @@
 #![allow(clippy::unwrap_used)]
 use std::time::Duration;
 
-use heck_swim::{Body, Config, Effect, Notification, Packet, State, Swim, Timer, Update};
+use heck_swim::sim::{WALL_AT_ZERO, at};
+use heck_swim::{Body, Config, Effect, Notification, Now, Packet, State, Swim, Timer, Update};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
+}
+
+/// Both clocks `n` ms after the start (wall clock: the simulator's).
+fn t(n: u64) -> Now {
+    at(ms(n))
+}
+
+/// Wall-clock milliseconds at the start, as packets carry them.
+fn wall_ms_at_zero() -> u64 {
+    WALL_AT_ZERO.as_millis() as u64
 }
 
 fn packet(from: &str, addr: u32, body: Body<u32>, updates: Vec<Update<u32>>) -> Packet<u32> {
     Packet {
         from: from.into(),
         from_addr: addr,
+        sent_at_ms: wall_ms_at_zero(),
         body,
         updates,
         payloads: vec![],
@@ -29,10 +41,9 @@ fn alive(name: &str, addr: u32, inc: u64) -> Update<u32> {
 /// A member "a" (address 1) that knows b (2), c (3), d (4).
 fn member_a() -> Swim<u32> {
     let mut a = Swim::new("a", 1, 1, Config::lan(), 42).unwrap();
-    a.start(vec![]);
+    a.start(t(0), vec![]);
     let fx = a.handle_packet(
-        ms(0),
-        2,
+        t(0),
         packet(
             "b",
             2,
@@ -64,8 +75,7 @@ fn sends(fx: &[Effect<u32>]) -> Vec<(u32, Body<u32>)> {
 fn a_ping_is_answered_with_an_ack() {
     let mut a = member_a();
     let fx = a.handle_packet(
-        ms(1),
-        3,
+        t(1),
         packet(
             "c",
             3,
@@ -82,7 +92,7 @@ fn a_ping_is_answered_with_an_ack() {
 #[test]
 fn a_probe_pings_then_asks_helpers_then_suspects() {
     let mut a = member_a();
-    let fx = a.handle_timer(ms(1000), Timer::Probe);
+    let fx = a.handle_timer(t(1000), Timer::Probe);
     let (target, seq) = match sends(&fx)[..] {
         [(to, Body::Ping { seq, .. })] => (to, seq),
         ref other => panic!("{other:?}"),
@@ -97,7 +107,7 @@ fn a_probe_pings_then_asks_helpers_then_suspects() {
     }));
 
     // No ack: the two other members are asked to probe indirectly.
-    let fx = a.handle_timer(ms(1500), Timer::ProbeTimeout(seq));
+    let fx = a.handle_timer(t(1500), Timer::ProbeTimeout(seq));
     let mut helpers: Vec<u32> = sends(&fx).iter().map(|(to, _)| *to).collect();
     helpers.sort();
     let expected: Vec<u32> = [2, 3, 4].into_iter().filter(|&x| x != target).collect();
@@ -113,11 +123,10 @@ fn a_probe_pings_then_asks_helpers_then_suspects() {
     let names = ["", "", "b", "c", "d"];
     let h = helpers[0];
     a.handle_packet(
-        ms(1800),
-        h,
+        t(1800),
         packet(names[h as usize], h, Body::Nack { seq }, vec![]),
     );
-    let fx = a.handle_timer(ms(2000), Timer::ProbeEnd(seq));
+    let fx = a.handle_timer(t(2000), Timer::ProbeEnd(seq));
     let name = names[target as usize];
     assert!(
         fx.contains(&Effect::Notify(Notification::Suspect(name.into()))),
@@ -133,14 +142,14 @@ fn a_probe_pings_then_asks_helpers_then_suspects() {
 #[test]
 fn an_ack_through_a_helper_counts_as_success() {
     let mut a = member_a();
-    let fx = a.handle_timer(ms(1000), Timer::Probe);
+    let fx = a.handle_timer(t(1000), Timer::Probe);
     let seq = match sends(&fx)[..] {
         [(_, Body::Ping { seq, .. })] => seq,
         ref other => panic!("{other:?}"),
     };
-    a.handle_timer(ms(1500), Timer::ProbeTimeout(seq));
-    a.handle_packet(ms(1600), 2, packet("b", 2, Body::Ack { seq }, vec![]));
-    let fx = a.handle_timer(ms(2000), Timer::ProbeEnd(seq));
+    a.handle_timer(t(1500), Timer::ProbeTimeout(seq));
+    a.handle_packet(t(1600), packet("b", 2, Body::Ack { seq }, vec![]));
+    let fx = a.handle_timer(t(2000), Timer::ProbeEnd(seq));
     assert!(
         !fx.iter()
             .any(|e| matches!(e, Effect::Notify(Notification::Suspect(_))))
@@ -152,8 +161,7 @@ fn an_ack_through_a_helper_counts_as_success() {
 fn a_helper_forwards_the_ack_or_answers_with_a_nack() {
     let mut h = member_a();
     let fx = h.handle_packet(
-        ms(0),
-        2,
+        t(0),
         packet(
             "b",
             2,
@@ -173,12 +181,11 @@ fn a_helper_forwards_the_ack_or_answers_with_a_nack() {
         after: ms(400),
         timer: Timer::IndirectTimeout(my_seq)
     }));
-    let fx = h.handle_packet(ms(10), 3, packet("c", 3, Body::Ack { seq: my_seq }, vec![]));
+    let fx = h.handle_packet(t(10), packet("c", 3, Body::Ack { seq: my_seq }, vec![]));
     assert_eq!(sends(&fx), vec![(2, Body::Ack { seq: 9 })]);
 
     let fx = h.handle_packet(
-        ms(20),
-        2,
+        t(20),
         packet(
             "b",
             2,
@@ -194,7 +201,7 @@ fn a_helper_forwards_the_ack_or_answers_with_a_nack() {
         [(4, Body::Ping { seq, .. })] => seq,
         ref other => panic!("{other:?}"),
     };
-    let fx = h.handle_timer(ms(420), Timer::IndirectTimeout(my_seq));
+    let fx = h.handle_timer(t(420), Timer::IndirectTimeout(my_seq));
     assert_eq!(sends(&fx), vec![(2, Body::Nack { seq: 10 })]);
 }
 
@@ -207,8 +214,7 @@ fn a_suspected_member_refutes_with_a_higher_incarnation() {
         from: "b".into(),
     };
     let fx = a.handle_packet(
-        ms(0),
-        2,
+        t(0),
         packet(
             "b",
             2,
@@ -235,8 +241,7 @@ fn suspicion_expires_into_death_unless_refuted_and_confirmations_shorten_it() {
     // 4 members: n = 4, min = α·max(1, log10 4)·1 s = 4 s, max = β·min = 24 s.
     let mut a = member_a();
     a.handle_packet(
-        ms(0),
-        2,
+        t(0),
         packet(
             "b",
             2,
@@ -249,7 +254,7 @@ fn suspicion_expires_into_death_unless_refuted_and_confirmations_shorten_it() {
         ),
     );
     assert_eq!(
-        a.handle_timer(ms(23_000), Timer::Suspicion("c".into())),
+        a.handle_timer(t(23_000), Timer::Suspicion("c".into())),
         vec![Effect::Schedule {
             after: ms(1000),
             timer: Timer::Suspicion("c".into())
@@ -258,8 +263,7 @@ fn suspicion_expires_into_death_unless_refuted_and_confirmations_shorten_it() {
     );
     // Two more independent accusers (k = α − 2 = 2): the timeout drops to the minimum.
     let fx = a.handle_packet(
-        ms(1000),
-        4,
+        t(1000),
         packet(
             "d",
             4,
@@ -282,8 +286,7 @@ fn suspicion_expires_into_death_unless_refuted_and_confirmations_shorten_it() {
         "{fx:?}"
     );
     a.handle_packet(
-        ms(1000),
-        1,
+        t(1000),
         packet(
             "e",
             5,
@@ -298,7 +301,7 @@ fn suspicion_expires_into_death_unless_refuted_and_confirmations_shorten_it() {
             ],
         ),
     );
-    let fx = a.handle_timer(ms(4_500), Timer::Suspicion("c".into()));
+    let fx = a.handle_timer(t(4_500), Timer::Suspicion("c".into()));
     assert!(
         fx.contains(&Effect::Notify(Notification::Down("c".into()))),
         "{fx:?}"
@@ -306,8 +309,7 @@ fn suspicion_expires_into_death_unless_refuted_and_confirmations_shorten_it() {
 
     // A refutation (higher incarnation) brings a member back.
     let fx = a.handle_packet(
-        ms(5_000),
-        3,
+        t(5_000),
         packet("c", 3, Body::Gossip, vec![alive("c", 3, 2)]),
     );
     assert!(fx.contains(&Effect::Notify(Notification::Up("c".into()))));
@@ -317,8 +319,7 @@ fn suspicion_expires_into_death_unless_refuted_and_confirmations_shorten_it() {
 fn stale_updates_are_ignored() {
     let mut a = member_a();
     let fx = a.handle_packet(
-        ms(0),
-        2,
+        t(0),
         packet(
             "b",
             2,
@@ -331,11 +332,7 @@ fn stale_updates_are_ignored() {
         ),
     );
     assert!(fx.contains(&Effect::Notify(Notification::Down("c".into()))));
-    let fx = a.handle_packet(
-        ms(1),
-        2,
-        packet("b", 2, Body::Gossip, vec![alive("c", 3, 1)]),
-    );
+    let fx = a.handle_packet(t(1), packet("b", 2, Body::Gossip, vec![alive("c", 3, 1)]));
     assert!(
         fx.is_empty(),
         "the same incarnation cannot undo a death: {fx:?}"
@@ -345,7 +342,7 @@ fn stale_updates_are_ignored() {
 #[test]
 fn a_joiner_gets_the_member_list() {
     let mut a = member_a();
-    let fx = a.handle_packet(ms(0), 9, packet("z", 9, Body::Join, vec![alive("z", 9, 1)]));
+    let fx = a.handle_packet(t(0), packet("z", 9, Body::Join, vec![alive("z", 9, 1)]));
     let Some((9, Body::JoinReply { members })) = sends(&fx).into_iter().next() else {
         panic!("{fx:?}")
     };
@@ -357,7 +354,7 @@ fn a_joiner_gets_the_member_list() {
 #[test]
 fn a_leaving_member_tells_everyone_and_they_mark_it_left() {
     let mut a = member_a();
-    let fx = a.leave();
+    let fx = a.leave(t(0));
     let mut told: Vec<u32> = sends(&fx).iter().map(|(to, _)| *to).collect();
     told.sort();
     assert_eq!(told, [2, 3, 4]);
@@ -369,14 +366,13 @@ fn a_leaving_member_tells_everyone_and_they_mark_it_left() {
         inc: 2
     }));
     assert!(
-        a.handle_timer(ms(5000), Timer::Probe).is_empty(),
+        a.handle_timer(t(5000), Timer::Probe).is_empty(),
         "a left member stays quiet"
     );
 
     let mut b = member_a();
     let fx = b.handle_packet(
-        ms(0),
-        2,
+        t(0),
         packet(
             "b",
             2,
@@ -399,8 +395,7 @@ fn payloads_of_other_layers_ride_on_packets() {
     let mut a = member_a();
     a.broadcast_payload(b"delta".to_vec());
     let fx = a.handle_packet(
-        ms(0),
-        2,
+        t(0),
         packet(
             "b",
             2,
@@ -416,7 +411,7 @@ fn payloads_of_other_layers_ride_on_packets() {
     };
     assert_eq!(p.payloads, vec![b"delta".to_vec()]);
     let mut b = member_a();
-    let fx = b.handle_packet(ms(0), 1, p.clone());
+    let fx = b.handle_packet(t(0), p.clone());
     assert!(fx.contains(&Effect::Notify(Notification::Payload(b"delta".to_vec()))));
 }
 
@@ -433,13 +428,12 @@ fn suspect(name: &str, inc: u64, from: &str) -> Update<u32> {
 #[test]
 fn a_suspicion_ends_in_death_even_if_the_cluster_grows_from_11_to_40_meanwhile() {
     let mut a = Swim::new("a", 1, 1, Config::lan(), 42).unwrap();
-    a.start(vec![]);
+    a.start(t(0), vec![]);
     let others: Vec<Update<u32>> = (2..=11).map(|i| alive(&format!("m{i}"), i, 1)).collect();
-    a.handle_packet(ms(0), 2, packet("m2", 2, Body::Gossip, others));
+    a.handle_packet(t(0), packet("m2", 2, Body::Gossip, others));
     // n = 11: min = 4 · log10 11 s ≈ 4.17 s; with k = 2 confirmations the timeout is the minimum.
     let fx = a.handle_packet(
-        ms(0),
-        2,
+        t(0),
         packet(
             "m2",
             2,
@@ -465,8 +459,8 @@ fn a_suspicion_ends_in_death_even_if_the_cluster_grows_from_11_to_40_meanwhile()
     assert!(last < ms(4200), "{last:?}");
     // 29 members join during the suspicion (n = 40: min would be 6.4 s); no more confirmations.
     let joiners: Vec<Update<u32>> = (12..=40).map(|i| alive(&format!("m{i}"), i, 1)).collect();
-    a.handle_packet(ms(1000), 2, packet("m2", 2, Body::Gossip, joiners));
-    let fx = a.handle_timer(last, Timer::Suspicion("m5".into()));
+    a.handle_packet(t(1000), packet("m2", 2, Body::Gossip, joiners));
+    let fx = a.handle_timer(at(last), Timer::Suspicion("m5".into()));
     assert!(
         fx.contains(&Effect::Notify(Notification::Down("m5".into()))),
         "{fx:?}"
@@ -476,9 +470,9 @@ fn a_suspicion_ends_in_death_even_if_the_cluster_grows_from_11_to_40_meanwhile()
 /// A member "a" (address 1) that knows `others` as (name, address), all alive at incarnation 1.
 fn member_knowing(others: &[(&str, u32)]) -> Swim<u32> {
     let mut a = Swim::new("a", 1, 1, Config::lan(), 42).unwrap();
-    a.start(vec![]);
+    a.start(t(0), vec![]);
     let updates = others.iter().map(|(n, addr)| alive(n, *addr, 1)).collect();
-    a.handle_packet(ms(0), 2, packet("x", 99, Body::Gossip, updates));
+    a.handle_packet(t(0), packet("x", 99, Body::Gossip, updates));
     a
 }
 
@@ -488,15 +482,14 @@ fn member_knowing(others: &[(&str, u32)]) -> Swim<u32> {
 fn pinging_a_suspect_member_tells_it_first_with_a_fresh_suspect() {
     let mut a = member_knowing(&[("c", 3)]);
     a.handle_packet(
-        ms(0),
-        2,
+        t(0),
         packet("b", 2, Body::Gossip, vec![suspect("c", 1, "b")]),
     );
     // Gossip rounds drain the queue.
     for i in 1..50 {
-        a.handle_timer(ms(i * 200), Timer::Gossip);
+        a.handle_timer(t(i * 200), Timer::Gossip);
     }
-    let fx = a.handle_timer(ms(10_000), Timer::Probe);
+    let fx = a.handle_timer(t(10_000), Timer::Probe);
     let Some(Effect::Send { to: 3, packet: p }) =
         fx.iter().find(|e| matches!(e, Effect::Send { .. }))
     else {
@@ -511,24 +504,23 @@ fn pinging_a_suspect_member_tells_it_first_with_a_fresh_suspect() {
 fn only_alive_members_are_asked_to_probe_indirectly() {
     let mut a = member_knowing(&[("b", 2), ("c", 3), ("d", 4)]);
     a.handle_packet(
-        ms(0),
-        2,
+        t(0),
         packet("b", 2, Body::Gossip, vec![suspect("d", 1, "b")]),
     );
     let mut asked = Vec::new();
     for round in 0..3u64 {
-        let t = 1000 * (round + 1);
-        let fx = a.handle_timer(ms(t), Timer::Probe);
+        let start = 1000 * (round + 1);
+        let fx = a.handle_timer(t(start), Timer::Probe);
         let Some(seq) = sends(&fx).iter().find_map(|(_, b)| match b {
             Body::Ping { seq, .. } => Some(*seq),
             _ => None,
         }) else {
             panic!("{fx:?}")
         };
-        let fx = a.handle_timer(ms(t + 500), Timer::ProbeTimeout(seq));
+        let fx = a.handle_timer(t(start + 500), Timer::ProbeTimeout(seq));
         asked.extend(sends(&fx).into_iter().map(|(to, _)| to));
-        a.handle_packet(ms(t + 600), 9, packet("x", 9, Body::Ack { seq }, vec![]));
-        a.handle_timer(ms(t + 1000), Timer::ProbeEnd(seq));
+        a.handle_packet(t(start + 600), packet("x", 9, Body::Ack { seq }, vec![]));
+        a.handle_timer(t(start + 1000), Timer::ProbeEnd(seq));
     }
     assert!(!asked.is_empty());
     assert!(!asked.contains(&4), "the suspect d was asked: {asked:?}");
@@ -538,27 +530,26 @@ fn only_alive_members_are_asked_to_probe_indirectly() {
 #[test]
 fn nacks_are_counted_once_per_helper_asked() {
     let mut a = member_knowing(&[("b", 2), ("c", 3), ("d", 4)]);
-    let fx = a.handle_timer(ms(1000), Timer::Probe);
+    let fx = a.handle_timer(t(1000), Timer::Probe);
     let Some((target, seq)) = sends(&fx).iter().find_map(|(to, b)| match b {
         Body::Ping { seq, .. } => Some((*to, *seq)),
         _ => None,
     }) else {
         panic!("{fx:?}")
     };
-    let fx = a.handle_timer(ms(1500), Timer::ProbeTimeout(seq));
+    let fx = a.handle_timer(t(1500), Timer::ProbeTimeout(seq));
     let helpers: Vec<u32> = sends(&fx).iter().map(|(to, _)| *to).collect();
     assert_eq!(helpers.len(), 2);
     let name = |addr: u32| ["", "a", "b", "c", "d"][addr as usize];
     let h = helpers[0];
     for _ in 0..2 {
-        a.handle_packet(ms(1600), h, packet(name(h), h, Body::Nack { seq }, vec![]));
+        a.handle_packet(t(1600), packet(name(h), h, Body::Nack { seq }, vec![]));
     }
     a.handle_packet(
-        ms(1600),
-        target,
+        t(1600),
         packet(name(target), target, Body::Nack { seq }, vec![]),
     );
-    a.handle_timer(ms(2000), Timer::ProbeEnd(seq));
+    a.handle_timer(t(2000), Timer::ProbeEnd(seq));
     assert_eq!(a.awareness(), 1, "one helper of two stayed silent");
 }
 
@@ -567,13 +558,11 @@ fn nacks_are_counted_once_per_helper_asked() {
 fn in_a_cluster_of_three_one_confirmation_brings_the_suspicion_to_its_minimum() {
     let mut a = member_knowing(&[("b", 2), ("c", 3)]);
     a.handle_packet(
-        ms(0),
-        2,
+        t(0),
         packet("b", 2, Body::Gossip, vec![suspect("c", 1, "b")]),
     );
     let fx = a.handle_packet(
-        ms(0),
-        9,
+        t(0),
         packet("x", 9, Body::Gossip, vec![suspect("c", 1, "x")]),
     );
     assert!(
@@ -590,12 +579,11 @@ fn in_a_cluster_of_three_one_confirmation_brings_the_suspicion_to_its_minimum() 
 fn an_accusation_at_the_largest_incarnation_saturates_instead_of_overflowing() {
     let mut a = member_knowing(&[("b", 2)]);
     a.handle_packet(
-        ms(0),
-        2,
+        t(0),
         packet("b", 2, Body::Gossip, vec![suspect("a", u64::MAX, "b")]),
     );
     assert_eq!(a.me().incarnation, u64::MAX);
-    a.leave();
+    a.leave(t(0));
     assert_eq!(a.me().incarnation, u64::MAX);
 }
 
@@ -609,16 +597,16 @@ fn a_dead_member_is_forgotten_after_the_reap_time() {
         inc: 1,
         from: "b".into(),
     };
-    a.handle_packet(ms(0), 2, packet("b", 2, Body::Gossip, vec![dead]));
+    a.handle_packet(t(0), packet("b", 2, Body::Gossip, vec![dead]));
     let reap = Config::lan().reap_after;
-    a.handle_timer(reap - ms(1), Timer::Probe);
-    a.handle_timer(reap - ms(1), Timer::Probe);
+    a.handle_timer(at(reap - ms(1)), Timer::Probe);
+    a.handle_timer(at(reap - ms(1)), Timer::Probe);
     assert!(
         a.members().any(|m| m.name == "c"),
         "kept until the reap time"
     );
-    a.handle_timer(reap + ms(1), Timer::Probe);
-    a.handle_timer(reap + ms(1), Timer::Probe);
+    a.handle_timer(at(reap + ms(1)), Timer::Probe);
+    a.handle_timer(at(reap + ms(1)), Timer::Probe);
     assert!(!a.members().any(|m| m.name == "c"), "then forgotten");
 }
 
@@ -628,12 +616,12 @@ fn a_dead_member_is_forgotten_after_the_reap_time() {
 fn a_ping_for_another_name_at_our_address_is_not_acked() {
     // "b2" now runs at address 2, where "b" used to be; a still pings "b" there.
     let mut b2 = Swim::new("b2", 2, 1, Config::lan(), 7).unwrap();
-    b2.start(vec![]);
+    b2.start(t(0), vec![]);
     let ping = Body::Ping {
         seq: 4,
         target: "b".into(),
     };
-    let fx = b2.handle_packet(ms(0), 1, packet("a", 1, ping, vec![]));
+    let fx = b2.handle_packet(t(0), packet("a", 1, ping, vec![]));
     assert_eq!(sends(&fx), vec![], "no ack for a name that is not ours");
     assert_eq!(b2.stats().misdirected_pings, 1);
 }
@@ -646,9 +634,64 @@ fn a_helper_names_the_target_in_its_own_ping() {
         target: "c".into(),
         addr: 3,
     };
-    let fx = h.handle_packet(ms(0), 2, packet("b", 2, req, vec![]));
+    let fx = h.handle_packet(t(0), packet("b", 2, req, vec![]));
     assert!(
         matches!(&sends(&fx)[..], [(3, Body::Ping { target, .. })] if target == "c"),
         "{fx:?}"
     );
+}
+
+fn ping_sealed_at(from: &str, addr: u32, sent_at_ms: u64) -> Packet<u32> {
+    let mut p = packet(
+        from,
+        addr,
+        Body::Ping {
+            seq: 1,
+            target: "a".into(),
+        },
+        vec![],
+    );
+    p.sent_at_ms = sent_at_ms;
+    p
+}
+
+/// Review S6: nothing stopped a captured packet from being replayed. A packet sealed more than
+/// the replay window (60 s) before or after our clock is dropped, counted, and the sender's
+/// skew reported once, for one log line.
+#[test]
+fn a_packet_sealed_outside_the_replay_window_is_dropped_counted_and_reported_once() {
+    let mut a = member_a();
+    let now = 100_000;
+    let wall = wall_ms_at_zero() + now;
+    let fx = a.handle_packet(t(now), ping_sealed_at("c", 3, wall - 59_000));
+    assert_eq!(sends(&fx).len(), 1, "59 s old: answered");
+
+    let fx = a.handle_packet(t(now), ping_sealed_at("c", 3, wall - 61_000));
+    assert_eq!(
+        fx,
+        vec![Effect::Notify(Notification::ClockSkew {
+            from: "c".into(),
+            skew_ms: 61_000
+        })]
+    );
+    let fx = a.handle_packet(t(now), ping_sealed_at("c", 3, wall + 90_000));
+    assert_eq!(fx, vec![], "from the future too, reported once");
+    assert_eq!(a.stats().stale_packets, 2);
+
+    // Once its packets pass again, a new disagreement is reported again.
+    a.handle_packet(t(now), ping_sealed_at("c", 3, wall));
+    let fx = a.handle_packet(t(now), ping_sealed_at("c", 3, wall - 70_000));
+    assert_eq!(fx.len(), 1, "{fx:?}");
+}
+
+/// Review S6: replies went to the datagram's source, so a replayed Join with a spoofed source
+/// made a member send its reply to a victim. The driver no longer passes the source at all:
+/// every reply goes to the sealed sender address.
+#[test]
+fn replies_go_to_the_sealed_sender_address() {
+    let mut a = member_a();
+    let fx = a.handle_packet(t(0), packet("z", 9, Body::Join, vec![alive("z", 9, 1)]));
+    assert!(sends(&fx).iter().all(|(to, _)| *to == 9), "{fx:?}");
+    let fx = a.handle_packet(t(0), ping_sealed_at("c", 3, wall_ms_at_zero()));
+    assert_eq!(sends(&fx), vec![(3, Body::Ack { seq: 1 })]);
 }

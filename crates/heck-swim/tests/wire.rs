@@ -7,6 +7,7 @@ fn pkt() -> Packet<u16> {
     Packet {
         from: "a".into(),
         from_addr: 7,
+        sent_at_ms: 1_767_225_600_000,
         body: Body::Ping {
             seq: 3,
             target: "b".into(),
