@@ -24,8 +24,11 @@ pub struct Config {
     pub awareness_max: u32,
     /// Time between two re-announcements to a seed (and to a dead member, to heal partitions).
     pub announce_interval: Duration,
-    /// Most updates piggybacked on one packet.
-    pub max_piggyback: usize,
+    /// Largest sealed datagram in bytes (memberlist's UDPBufferSize: 1,400 fits an Ethernet MTU
+    /// with room for IP and UDP headers). Updates and payloads are piggybacked only as far as
+    /// they fit; a join reply samples the members that fit; a payload too large for it is
+    /// refused (it belongs on the stream transport). 512 ..= `wire::MAX_PACKET`.
+    pub packet_budget: usize,
     /// How long a dead or left member is remembered (memberlist's GossipToTheDeadTime): long
     /// enough for its death to spread and for it to hear of it and refute, and for a stale Alive
     /// at its old incarnation to be refused. After this it is forgotten when the probe round
@@ -52,7 +55,7 @@ impl Config {
             suspicion_max_mult: 6,
             awareness_max: 8,
             announce_interval: Duration::from_secs(10),
-            max_piggyback: 16,
+            packet_budget: 1400,
             reap_after: Duration::from_secs(30),
             replay_window: Duration::from_secs(60),
         }
@@ -80,7 +83,6 @@ impl Config {
             ("retransmit_mult", self.retransmit_mult == 0),
             ("suspicion_mult", self.suspicion_mult == 0),
             ("suspicion_max_mult", self.suspicion_max_mult == 0),
-            ("max_piggyback", self.max_piggyback == 0),
             ("reap_after", self.reap_after.is_zero()),
             ("replay_window", self.replay_window.is_zero()),
         ];
@@ -93,9 +95,19 @@ impl Config {
                 interval: self.probe_interval,
             });
         }
+        if !(MIN_PACKET_BUDGET..=crate::wire::MAX_PACKET).contains(&self.packet_budget) {
+            return Err(ConfigError::PacketBudget {
+                bytes: self.packet_budget,
+                min: MIN_PACKET_BUDGET,
+                max: crate::wire::MAX_PACKET,
+            });
+        }
         Ok(())
     }
 }
+
+/// The smallest `packet_budget`: room for a header with long names and a few updates.
+pub const MIN_PACKET_BUDGET: usize = 512;
 
 /// Why a [`Config`] is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +121,15 @@ pub enum ConfigError {
         /// `probe_interval`.
         interval: Duration,
     },
+    /// `packet_budget` out of range.
+    PacketBudget {
+        /// Configured.
+        bytes: usize,
+        /// Least accepted.
+        min: usize,
+        /// Most accepted.
+        max: usize,
+    },
 }
 
 impl std::fmt::Display for ConfigError {
@@ -119,6 +140,10 @@ impl std::fmt::Display for ConfigError {
                 f,
                 "membership: probe_timeout ({timeout:?}) must be below probe_interval \
                  ({interval:?}), to leave time for indirect probes"
+            ),
+            ConfigError::PacketBudget { bytes, min, max } => write!(
+                f,
+                "membership: packet_budget of {bytes} bytes is outside {min}..={max}"
             ),
         }
     }

@@ -28,5 +28,5 @@ pub mod wire;
 pub use config::{Config, ConfigError};
 pub use member::{Member, State, Update};
 pub use message::{Body, Effect, Notification, Now, Packet, Timer};
-pub use swim::{Payload, Stats, Swim};
+pub use swim::{Payload, PayloadTooLarge, Stats, Swim};
 pub use wire::{Keyring, WireError};

@@ -35,6 +35,8 @@ pub struct SimMember {
     inbox: std::collections::VecDeque<(Duration, Packet<NodeId>)>,
     /// Highest local health multiplier seen.
     pub max_awareness: u32,
+    /// Largest packet this member sent, sealed, in bytes.
+    pub max_packet_bytes: usize,
     /// When this member first saw each other member declared dead. Never erased: a member that
     /// comes back (refutes, or restarts) still counts as a death this member saw, so a false
     /// death stays counted whether or not it was later refuted.
@@ -78,6 +80,7 @@ impl SimMember {
             starved: None,
             inbox: std::collections::VecDeque::new(),
             max_awareness: 0,
+            max_packet_bytes: 0,
             downs: BTreeMap::new(),
             down_notifications: 0,
             refuted_downs: 0,
@@ -93,7 +96,10 @@ impl SimMember {
     ) {
         for e in effects {
             match e {
-                Effect::Send { to, packet } => out.send(to, packet),
+                Effect::Send { to, packet } => {
+                    self.max_packet_bytes = self.max_packet_bytes.max(Self::wire_size(&packet));
+                    out.send(to, packet);
+                }
                 Effect::Schedule { after, timer } => {
                     self.seq += 1;
                     self.timers.push(Reverse((now + after, self.seq, timer)));

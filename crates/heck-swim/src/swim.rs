@@ -22,6 +22,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use serde::Serialize;
+
 use crate::broadcast::{Broadcasts, Invalidates};
 pub use crate::config::{Config, ConfigError};
 pub use crate::member::{Member, State, Update};
@@ -36,9 +38,47 @@ impl<A> Invalidates for Update<A> {
     }
 }
 
-/// Another layer's opaque bytes, piggybacked like updates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Another layer's opaque bytes, piggybacked like updates (encoded exactly as the `Vec<u8>` in
+/// [`Packet::payloads`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Payload(pub Vec<u8>);
+
+/// A payload too large for the UDP channel: send it over the stream transport instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadTooLarge {
+    /// Its length in bytes.
+    pub len: usize,
+    /// The largest accepted ([`Swim::max_payload_len`]).
+    pub max: usize,
+}
+
+impl std::fmt::Display for PayloadTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a payload of {} bytes exceeds the {} that fit one gossip packet",
+            self.len, self.max
+        )
+    }
+}
+
+impl std::error::Error for PayloadTooLarge {}
+
+/// Bytes of a packet kept for its header and body when sizing payloads: two names of up to ~100
+/// bytes, an address, a timestamp and a PingReq body fit with room to spare.
+const PAYLOAD_HEADROOM: usize = 300;
+/// Slack for the two length prefixes (`updates`, `payloads`) growing as items are added:
+/// varints, and a packet of at most `wire::MAX_PACKET` bytes holds fewer than 2^16 items.
+const LENGTH_SLACK: usize = 4;
+/// Most membership updates queued (one per member at most; past this the best spread go first).
+const MAX_QUEUED_UPDATES: usize = 4096;
+/// Most payloads queued for piggybacking (past this the best spread go first, counted).
+const MAX_QUEUED_PAYLOADS: usize = 256;
+
+/// Encoded (postcard) size of `value` in bytes.
+fn encoded_len<T: Serialize>(value: &T) -> usize {
+    postcard::to_allocvec(value).map_or(usize::MAX, |v| v.len())
+}
 
 impl Invalidates for Payload {
     /// Payloads are independent of each other.
@@ -61,6 +101,8 @@ pub struct Stats {
     pub stale_packets: u64,
     /// Pings for another name received at our address (dropped unanswered).
     pub misdirected_pings: u64,
+    /// Updates and payloads dropped from a full broadcast queue before all their sends.
+    pub dropped_broadcasts: u64,
 }
 
 /// Most senders reported at once as [`Notification::ClockSkew`] (a bound on that memory).
@@ -92,7 +134,7 @@ pub struct Swim<A> {
     stats: Stats,
 }
 
-impl<A: Clone + PartialEq> Swim<A> {
+impl<A: Clone + PartialEq + Serialize> Swim<A> {
     /// A member named `name` at `addr`, incarnation `incarnation` (use a value above any this
     /// name used before, e.g. the start time, so a restart is newer than its own death).
     /// Refuses a `config` that fails [`Config::validate`].
@@ -121,8 +163,8 @@ impl<A: Clone + PartialEq> Swim<A> {
             suspicions: BTreeMap::new(),
             gone_since: BTreeMap::new(),
             skewed: BTreeSet::new(),
-            broadcasts: Broadcasts::default(),
-            payloads: Broadcasts::default(),
+            broadcasts: Broadcasts::new(MAX_QUEUED_UPDATES),
+            payloads: Broadcasts::new(MAX_QUEUED_PAYLOADS),
             awareness: 0,
             rng: seed ^ 0x5357_494d,
             seeds: Vec::new(),
@@ -176,13 +218,36 @@ impl<A: Clone + PartialEq> Swim<A> {
 
     /// Counters.
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats {
+            dropped_broadcasts: self
+                .broadcasts
+                .dropped()
+                .saturating_add(self.payloads.dropped()),
+            ..self.stats
+        }
     }
 
-    /// Queue an opaque payload for other members (piggybacked, λ·log n transmissions).
-    pub fn broadcast_payload(&mut self, bytes: Vec<u8>) {
+    /// Queue an opaque payload for other members (piggybacked, λ·log n transmissions). One
+    /// longer than [`Swim::max_payload_len`] is refused: it belongs on the stream transport.
+    pub fn broadcast_payload(&mut self, bytes: Vec<u8>) -> Result<(), PayloadTooLarge> {
+        let max = self.max_payload_len();
+        if bytes.len() > max {
+            return Err(PayloadTooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
         let n = self.transmits();
         self.payloads.push(Payload(bytes), n);
+        Ok(())
+    }
+
+    /// The longest payload the UDP channel carries: the packet budget less the seal and room
+    /// for a packet's header and body.
+    pub fn max_payload_len(&self) -> usize {
+        self.config
+            .packet_budget
+            .saturating_sub(crate::wire::OVERHEAD + PAYLOAD_HEADROOM)
     }
 
     /// Leave gracefully: tell everyone, stop probing.
@@ -235,26 +300,66 @@ impl<A: Clone + PartialEq> Swim<A> {
         self.broadcasts.push(update, left);
     }
 
-    /// A packet with as many pending updates as fit, least-sent first; `lead` (the buddy
-    /// system's suspicion notice) goes in front.
+    /// A packet with as many pending updates, then payloads, as fit the byte budget,
+    /// least-sent first; `lead` (the buddy system's suspicion notice, or a joiner's own Alive)
+    /// goes in front.
     fn packet(&mut self, now: Now, body: Body<A>, lead: Option<Update<A>>) -> Packet<A> {
-        let mut updates = Vec::new();
-        updates.extend(lead);
-        updates.extend(self.broadcasts.take(self.config.max_piggyback));
-        let payloads: Vec<Vec<u8>> = self
-            .payloads
-            .take(usize::MAX)
-            .into_iter()
-            .map(|p| p.0)
-            .collect();
-        Packet {
+        let mut packet = Packet {
             from: self.me.name.clone(),
             from_addr: self.me.addr.clone(),
             sent_at_ms: now.wall_ms(),
             body,
-            updates,
-            payloads,
+            updates: lead.into_iter().collect(),
+            payloads: Vec::new(),
+        };
+        let mut room = self.room_left(&packet);
+        self.piggyback(&mut packet, &mut room);
+        packet
+    }
+
+    /// Add pending updates, then payloads, to `packet` within `room` bytes.
+    fn piggyback(&mut self, packet: &mut Packet<A>, room: &mut usize) {
+        packet.updates.extend(self.broadcasts.take(room));
+        packet
+            .payloads
+            .extend(self.payloads.take(room).into_iter().map(|p| p.0));
+    }
+
+    /// Bytes of the budget left after `packet` as it stands (sealed).
+    fn room_left(&self, packet: &Packet<A>) -> usize {
+        self.config
+            .packet_budget
+            .saturating_sub(encoded_len(packet) + crate::wire::OVERHEAD + LENGTH_SLACK)
+    }
+
+    /// A join reply: ourselves, then a random sample of the members that fits the budget (the
+    /// whole list goes over push-pull; a joiner re-announcing gets another sample).
+    fn join_reply(&mut self, now: Now) -> Packet<A> {
+        let mut others: Vec<Member<A>> = self.members.values().cloned().collect();
+        self.shuffle(&mut others);
+        let mut reply = Packet {
+            from: self.me.name.clone(),
+            from_addr: self.me.addr.clone(),
+            sent_at_ms: now.wall_ms(),
+            body: Body::JoinReply {
+                members: vec![self.me.clone()],
+            },
+            updates: Vec::new(),
+            payloads: Vec::new(),
+        };
+        // One more length prefix may grow: the member list's.
+        let mut room = self.room_left(&reply).saturating_sub(2);
+        if let Body::JoinReply { members } = &mut reply.body {
+            for m in others {
+                let size = encoded_len(&m);
+                if size <= room {
+                    room -= size;
+                    members.push(m);
+                }
+            }
         }
+        self.piggyback(&mut reply, &mut room);
+        reply
     }
 
     fn announce(&mut self, now: Now, out: &mut Vec<Effect<A>>, all_seeds: bool) {
@@ -286,8 +391,7 @@ impl<A: Clone + PartialEq> Swim<A> {
             if to == self.me.addr {
                 continue;
             }
-            let mut packet = self.packet(now, Body::Join, None);
-            packet.updates.insert(0, alive.clone());
+            let packet = self.packet(now, Body::Join, Some(alive.clone()));
             out.push(Effect::Send { to, packet });
         }
     }
@@ -582,9 +686,7 @@ impl<A: Clone + PartialEq> Swim<A> {
                 }
             }
             Body::Join => {
-                let mut members: Vec<Member<A>> = self.members.values().cloned().collect();
-                members.push(self.me.clone());
-                let reply = self.packet(now, Body::JoinReply { members }, None);
+                let reply = self.join_reply(now);
                 out.push(Effect::Send {
                     to: from,
                     packet: reply,

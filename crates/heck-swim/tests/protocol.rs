@@ -393,7 +393,7 @@ fn a_leaving_member_tells_everyone_and_they_mark_it_left() {
 #[test]
 fn payloads_of_other_layers_ride_on_packets() {
     let mut a = member_a();
-    a.broadcast_payload(b"delta".to_vec());
+    a.broadcast_payload(b"delta".to_vec()).unwrap();
     let fx = a.handle_packet(
         t(0),
         packet(
@@ -694,4 +694,66 @@ fn replies_go_to_the_sealed_sender_address() {
     assert!(sends(&fx).iter().all(|(to, _)| *to == 9), "{fx:?}");
     let fx = a.handle_packet(t(0), ping_sealed_at("c", 3, wall_ms_at_zero()));
     assert_eq!(sends(&fx), vec![(3, Body::Ack { seq: 1 })]);
+}
+
+/// Sealed size of `p` on the wire.
+fn wire_len(p: &Packet<u32>) -> usize {
+    postcard::to_allocvec(p).unwrap().len() + heck_swim::wire::OVERHEAD
+}
+
+/// Review S2/S4: every queued payload rode on every packet with no byte budget, so a big one
+/// made Pings and Acks fail to seal and their sender got suspected.
+#[test]
+fn every_packet_fits_the_byte_budget_however_many_payloads_are_queued() {
+    let mut a = member_a();
+    for i in 0..5u8 {
+        a.broadcast_payload(vec![i; 900]).unwrap();
+    }
+    let mut delivered = 0;
+    for i in 0..40 {
+        let fx = a.handle_packet(t(i), ping_sealed_at("b", 2, wall_ms_at_zero()));
+        let Some(Effect::Send { packet: p, .. }) = fx.first() else {
+            panic!("{fx:?}")
+        };
+        assert!(wire_len(p) <= 1400, "{} bytes", wire_len(p));
+        delivered += p.payloads.len();
+    }
+    assert!(delivered >= 5, "each payload still went out: {delivered}");
+}
+
+#[test]
+fn a_payload_too_large_for_one_packet_is_refused_for_the_stream_transport() {
+    let mut a = member_a();
+    let max = a.max_payload_len();
+    assert!(max > 1000 && max < 1400, "{max}");
+    assert!(a.broadcast_payload(vec![0; max]).is_ok());
+    assert_eq!(
+        a.broadcast_payload(vec![0; max + 1]),
+        Err(heck_swim::PayloadTooLarge { len: max + 1, max })
+    );
+}
+
+/// Review S4: the join reply was the whole member list in one datagram (past ~1,000 members
+/// it silently failed). It is now a sample that fits; push-pull carries the full state.
+#[test]
+fn a_join_reply_from_a_large_cluster_fits_one_datagram() {
+    let names: Vec<String> = (10..400).map(|i| format!("member-{i}")).collect();
+    let known: Vec<(&str, u32)> = names
+        .iter()
+        .zip(10..)
+        .map(|(n, a)| (n.as_str(), a))
+        .collect();
+    let mut a = member_knowing(&known);
+    let fx = a.handle_packet(t(1), packet("z", 9, Body::Join, vec![alive("z", 9, 1)]));
+    let Some(Effect::Send { to: 9, packet: p }) =
+        fx.iter().find(|e| matches!(e, Effect::Send { .. }))
+    else {
+        panic!("{fx:?}")
+    };
+    assert!(wire_len(p) <= 1400, "{} bytes", wire_len(p));
+    let Body::JoinReply { members } = &p.body else {
+        panic!("{p:?}")
+    };
+    assert_eq!(members[0].name, "a", "the replier first");
+    assert!(members.len() > 10, "as many as fit: {}", members.len());
 }

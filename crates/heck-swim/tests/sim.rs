@@ -174,3 +174,27 @@ fn a_member_killed_while_the_cluster_grows_from_11_to_40_is_declared_dead() {
         "every original member declared node-5 dead"
     );
 }
+
+/// Review S4: no packet over the byte budget, in a cluster of 60 that formed by joining through
+/// one seed while payloads were being broadcast.
+#[test]
+fn in_a_cluster_of_60_no_packet_exceeds_the_byte_budget() {
+    let n = 60;
+    let mut sim = cluster(n, Config::fast(), 0.0, 17);
+    for i in 0..10 {
+        if let Some(m) = sim.node_mut(i) {
+            for j in 0..3u8 {
+                m.swim.broadcast_payload(vec![j; 1000]).unwrap();
+            }
+        }
+    }
+    let formed = sim.run_until_true(secs(60), |s| everyone_knows_everyone(s, n));
+    assert!(formed.is_some(), "cluster formed");
+    for (i, m) in sim.nodes().iter().enumerate() {
+        let m = m.as_ref().unwrap();
+        assert!(m.max_packet_bytes <= 1400, "{}", m.max_packet_bytes);
+        if i < 10 {
+            assert!(m.max_packet_bytes > 1000, "its payloads did ride");
+        }
+    }
+}
