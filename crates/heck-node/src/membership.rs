@@ -230,6 +230,9 @@ async fn apply(
                     }
                 }
             }
+            // No stream transport here yet: joins and anti-entropy ride on UDP join replies
+            // (a sample of members each) until push-pull is wired to a TCP stream.
+            Effect::PushPull { .. } => {}
             Effect::Schedule { after, timer } => {
                 *seq += 1;
                 timers.push(Reverse((Instant::now() + after, *seq, timer)));

@@ -38,6 +38,10 @@ pub struct Config {
     /// counted, so a captured packet cannot be replayed later. Must exceed the clock skew
     /// between members plus the network delay; above zero. 60 s in both profiles.
     pub replay_window: Duration,
+    /// Time between two push-pull exchanges (full member state with one random alive member
+    /// over the stream transport), scaled up past 32 members by
+    /// [`crate::push_pull::scaled_interval`]. Above zero; LAN 30 s (memberlist).
+    pub push_pull_interval: Duration,
 }
 
 impl Config {
@@ -58,6 +62,7 @@ impl Config {
             packet_budget: 1400,
             reap_after: Duration::from_secs(30),
             replay_window: Duration::from_secs(60),
+            push_pull_interval: Duration::from_secs(30),
         }
     }
 
@@ -69,6 +74,7 @@ impl Config {
             gossip_interval: Duration::from_millis(50),
             announce_interval: Duration::from_secs(2),
             reap_after: Duration::from_secs(6),
+            push_pull_interval: Duration::from_secs(6),
             ..Config::lan()
         }
     }
@@ -85,6 +91,7 @@ impl Config {
             ("suspicion_max_mult", self.suspicion_max_mult == 0),
             ("reap_after", self.reap_after.is_zero()),
             ("replay_window", self.replay_window.is_zero()),
+            ("push_pull_interval", self.push_pull_interval.is_zero()),
         ];
         if let Some((field, _)) = positive.iter().find(|(_, zero)| *zero) {
             return Err(ConfigError::Zero(field));

@@ -7,6 +7,7 @@
 //!   * [`broadcast`] — dissemination: one bounded queue for updates and payloads;
 //!   * [`suspicion`] — Lifeguard's dynamic suspicion timeout as a pure function;
 //!   * `probe` — the state of one probe (Lifeguard's nack count);
+//!   * [`push_pull`] — full-state anti-entropy with one member: when, with whom, the merge;
 //!   * [`message`] — packets on the wire and effects for the driver;
 //!   * [`config`] — the parameters.
 //! * [`wire`] — postcard packets sealed with XChaCha20-Poly1305 from a key ring.
@@ -20,6 +21,7 @@ pub mod config;
 pub mod member;
 pub mod message;
 mod probe;
+pub mod push_pull;
 pub mod sim;
 pub mod suspicion;
 pub mod swim;
@@ -28,5 +30,6 @@ pub mod wire;
 pub use config::{Config, ConfigError};
 pub use member::{Member, State, Update};
 pub use message::{Body, Effect, Notification, Now, Packet, Timer};
+pub use push_pull::PushPullState;
 pub use swim::{Payload, PayloadTooLarge, Stats, Swim};
 pub use wire::{Keyring, WireError};

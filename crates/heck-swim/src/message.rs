@@ -100,6 +100,8 @@ pub enum Timer {
     Gossip,
     /// Re-announce to a seed.
     Announce,
+    /// Push-pull with a random member.
+    PushPull,
 }
 
 /// What membership tells the layers above.
@@ -145,4 +147,13 @@ pub enum Effect<A> {
     },
     /// Tell the layers above.
     Notify(Notification),
+    /// Exchange full state with the member at `to` over the stream transport: send it
+    /// [`crate::Swim::local_state`] (with `join`), hand its reply to
+    /// [`crate::Swim::handle_push_pull`]. On a failed exchange, nothing to do: the timer retries.
+    PushPull {
+        /// Address.
+        to: A,
+        /// Part of joining (to a seed) rather than the periodic exchange.
+        join: bool,
+    },
 }

@@ -1,13 +1,35 @@
 //! A [`heck_sim::Process`] that drives [`Swim`]: timers in a local queue fired on each tick, an
 //! optional "overloaded" mode that handles each packet only some time after it arrives, and a record of
 //! every Down notification (who saw whom die, when). Used by the tests and the bench.
+//!
+//! Push-pull runs over the simulated network too (as two messages, request and reply), so it
+//! is subject to the same loss and partitions as datagrams: a pessimistic model of a stream.
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::time::Duration;
 
 use heck_sim::{NodeId, Outbox, Process};
 
+use serde::Serialize;
+
+use crate::push_pull::PushPullState;
 use crate::swim::{Config, Effect, Notification, Now, Packet, Swim, Timer};
+
+/// What simulated members send each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum SimMsg {
+    /// A datagram.
+    Packet(Packet<NodeId>),
+    /// One side of a push-pull exchange.
+    PushPull {
+        /// The sender's state.
+        state: PushPullState<NodeId>,
+        /// Part of a join.
+        join: bool,
+        /// The answer to a request (not to be answered again).
+        reply: bool,
+    },
+}
 
 /// The simulated wall clock at virtual time zero (2026-01-01, in seconds since the Unix epoch).
 pub const WALL_AT_ZERO: Duration = Duration::from_secs(1_767_225_600);
@@ -32,7 +54,7 @@ pub struct SimMember {
     /// If set, every incoming packet is handled only this long after it arrives (an overloaded,
     /// CPU-starved process: a queue in front of it), while its own timers fire on time.
     pub starved: Option<Duration>,
-    inbox: std::collections::VecDeque<(Duration, Packet<NodeId>)>,
+    inbox: std::collections::VecDeque<(Duration, NodeId, SimMsg)>,
     /// Highest local health multiplier seen.
     pub max_awareness: u32,
     /// Largest packet this member sent, sealed, in bytes.
@@ -88,17 +110,24 @@ impl SimMember {
         }
     }
 
-    fn run(
-        &mut self,
-        now: Duration,
-        effects: Vec<Effect<NodeId>>,
-        out: &mut Outbox<Packet<NodeId>>,
-    ) {
+    fn run(&mut self, now: Duration, effects: Vec<Effect<NodeId>>, out: &mut Outbox<SimMsg>) {
         for e in effects {
             match e {
                 Effect::Send { to, packet } => {
-                    self.max_packet_bytes = self.max_packet_bytes.max(Self::wire_size(&packet));
-                    out.send(to, packet);
+                    let msg = SimMsg::Packet(packet);
+                    self.max_packet_bytes = self.max_packet_bytes.max(Self::wire_size(&msg));
+                    out.send(to, msg);
+                }
+                Effect::PushPull { to, join } => {
+                    let state = self.swim.local_state();
+                    out.send(
+                        to,
+                        SimMsg::PushPull {
+                            state,
+                            join,
+                            reply: false,
+                        },
+                    );
                 }
                 Effect::Schedule { after, timer } => {
                     self.seq += 1;
@@ -125,7 +154,29 @@ impl SimMember {
 }
 
 impl SimMember {
-    fn fire_one(&mut self, now: Duration, out: &mut Outbox<Packet<NodeId>>) {
+    fn handle(&mut self, now: Duration, from: NodeId, msg: SimMsg, out: &mut Outbox<SimMsg>) {
+        let fx = match msg {
+            SimMsg::Packet(packet) => self.swim.handle_packet(at(now), packet),
+            SimMsg::PushPull { state, join, reply } => {
+                if !reply {
+                    // Answer with our state as it was before the merge, as memberlist does.
+                    let mine = self.swim.local_state();
+                    out.send(
+                        from,
+                        SimMsg::PushPull {
+                            state: mine,
+                            join,
+                            reply: true,
+                        },
+                    );
+                }
+                self.swim.handle_push_pull(at(now), state, join)
+            }
+        };
+        self.run(now, fx, out);
+    }
+
+    fn fire_one(&mut self, now: Duration, out: &mut Outbox<SimMsg>) {
         if let Some(Reverse((_, _, timer))) = self.timers.pop() {
             let fx = self.swim.handle_timer(at(now), timer);
             self.run(now, fx, out);
@@ -134,21 +185,20 @@ impl SimMember {
 }
 
 impl Process for SimMember {
-    type Msg = Packet<NodeId>;
+    type Msg = SimMsg;
 
     fn on_message(
         &mut self,
         now: Duration,
-        _from: NodeId,
+        from: NodeId,
         msg: Self::Msg,
         out: &mut Outbox<Self::Msg>,
     ) {
         if let Some(delay) = self.starved {
-            self.inbox.push_back((now + delay, msg));
+            self.inbox.push_back((now + delay, from, msg));
             return;
         }
-        let fx = self.swim.handle_packet(at(now), msg);
-        self.run(now, fx, out);
+        self.handle(now, from, msg, out);
     }
 
     fn on_tick(&mut self, now: Duration, _random: u64, out: &mut Outbox<Self::Msg>) {
@@ -167,15 +217,14 @@ impl Process for SimMember {
             let packet_ready = self
                 .inbox
                 .front()
-                .map(|(at, _)| *at)
+                .map(|(at, _, _)| *at)
                 .filter(|at| *at <= now);
             match (timer_due, packet_ready) {
                 (Some(t), Some(p)) if t <= p => self.fire_one(now, out),
                 (Some(_), None) => self.fire_one(now, out),
                 (_, Some(_)) => {
-                    if let Some((_, msg)) = self.inbox.pop_front() {
-                        let fx = self.swim.handle_packet(at(now), msg);
-                        self.run(now, fx, out);
+                    if let Some((_, from, msg)) = self.inbox.pop_front() {
+                        self.handle(now, from, msg, out);
                     }
                 }
                 (None, None) => break,

@@ -29,6 +29,7 @@ pub use crate::config::{Config, ConfigError};
 pub use crate::member::{Member, State, Update};
 pub use crate::message::{Body, Effect, Notification, Now, Packet, Timer};
 use crate::probe::Probe;
+use crate::push_pull::{self, PushPullState};
 use crate::suspicion::Suspicion;
 
 impl<A> Invalidates for Update<A> {
@@ -103,6 +104,10 @@ pub struct Stats {
     pub misdirected_pings: u64,
     /// Updates and payloads dropped from a full broadcast queue before all their sends.
     pub dropped_broadcasts: u64,
+    /// Periodic push-pull states merged.
+    pub push_pulls: u64,
+    /// Push-pull states merged as part of a join.
+    pub join_push_pulls: u64,
 }
 
 /// Most senders reported at once as [`Notification::ClockSkew`] (a bound on that memory).
@@ -188,6 +193,10 @@ impl<A: Clone + PartialEq + Serialize> Swim<A> {
             Effect::Schedule {
                 after: self.config.announce_interval,
                 timer: Timer::Announce,
+            },
+            Effect::Schedule {
+                after: self.jitter(self.config.push_pull_interval),
+                timer: Timer::PushPull,
             },
         ];
         self.announce(now, &mut out, true);
@@ -368,13 +377,23 @@ impl<A: Clone + PartialEq + Serialize> Swim<A> {
             addr: self.me.addr.clone(),
             inc: self.me.incarnation,
         };
-        let mut targets: Vec<A> = Vec::new();
+        let mut seeds: Vec<A> = Vec::new();
         if all_seeds {
-            targets.extend(self.seeds.iter().cloned());
+            seeds.extend(self.seeds.iter().cloned());
         } else if !self.seeds.is_empty() {
             let i = (self.random() % self.seeds.len() as u64) as usize;
-            targets.push(self.seeds[i].clone());
+            seeds.push(self.seeds[i].clone());
         }
+        // Joining is a push-pull with each seed (memberlist), repeated while we know nobody.
+        if all_seeds || self.live().next().is_none() {
+            for to in seeds.iter().filter(|to| **to != self.me.addr) {
+                out.push(Effect::PushPull {
+                    to: to.clone(),
+                    join: true,
+                });
+            }
+        }
+        let mut targets = seeds;
         // A random dead member too: if it is alive on the other side of a healed partition,
         // the two sides merge again.
         let dead: Vec<A> = self
@@ -498,6 +517,25 @@ impl<A: Clone + PartialEq + Serialize> Swim<A> {
                 for to in peers {
                     let packet = self.packet(now, Body::Gossip, None);
                     out.push(Effect::Send { to, packet });
+                }
+            }
+            Timer::PushPull => {
+                out.push(Effect::Schedule {
+                    after: push_pull::scaled_interval(self.config.push_pull_interval, self.n()),
+                    timer: Timer::PushPull,
+                });
+                let alive: Vec<A> = self
+                    .members
+                    .values()
+                    .filter(|m| m.state == State::Alive)
+                    .map(|m| m.addr.clone())
+                    .collect();
+                if !alive.is_empty() {
+                    let i = (self.random() % alive.len() as u64) as usize;
+                    out.push(Effect::PushPull {
+                        to: alive[i].clone(),
+                        join: false,
+                    });
                 }
             }
             Timer::Announce => {
@@ -692,30 +730,67 @@ impl<A: Clone + PartialEq + Serialize> Swim<A> {
                     packet: reply,
                 });
             }
-            Body::JoinReply { members } => {
-                for m in members {
-                    let update = match m.state {
-                        State::Alive | State::Suspect => Update::Alive {
-                            name: m.name,
-                            addr: m.addr,
-                            inc: m.incarnation,
-                        },
-                        State::Dead => Update::Dead {
-                            name: m.name,
-                            inc: m.incarnation,
-                            from: packet.from.clone(),
-                        },
-                        State::Left => Update::Left {
-                            name: m.name,
-                            inc: m.incarnation,
-                        },
-                    };
-                    self.apply(now, update, &mut out);
-                }
-            }
+            Body::JoinReply { members } => self.merge(now, members, &mut out),
             Body::Gossip => {}
         }
         out
+    }
+
+    /// Everything this member knows, itself included, for a push-pull exchange.
+    pub fn local_state(&self) -> PushPullState<A> {
+        let mut members: Vec<Member<A>> = self.members.values().cloned().collect();
+        members.push(self.me.clone());
+        PushPullState {
+            from: self.me.name.clone(),
+            members,
+        }
+    }
+
+    /// A push-pull peer's state arrived (its request, or its reply to ours); `join` says the
+    /// exchange is part of a join (it is counted apart; the merge is the same). Merged as
+    /// memberlist's mergeState: see [`crate::push_pull`].
+    pub fn handle_push_pull(
+        &mut self,
+        now: Now,
+        remote: PushPullState<A>,
+        join: bool,
+    ) -> Vec<Effect<A>> {
+        let mut out = Vec::new();
+        if self.left {
+            return out;
+        }
+        if join {
+            self.stats.join_push_pulls = self.stats.join_push_pulls.saturating_add(1);
+        } else {
+            self.stats.push_pulls = self.stats.push_pulls.saturating_add(1);
+        }
+        self.merge(now, remote.members, &mut out);
+        out
+    }
+
+    /// Merge a member list (push-pull, join reply): Alive and Left as they are, Suspect and
+    /// Dead as our own suspicion (we accuse; a death we did not see is worth a check, not a
+    /// verdict), and any accusation of ourselves refuted.
+    fn merge(&mut self, now: Now, members: Vec<Member<A>>, out: &mut Vec<Effect<A>>) {
+        for m in members {
+            let update = match m.state {
+                State::Alive => Update::Alive {
+                    name: m.name,
+                    addr: m.addr,
+                    inc: m.incarnation,
+                },
+                State::Left => Update::Left {
+                    name: m.name,
+                    inc: m.incarnation,
+                },
+                State::Suspect | State::Dead => Update::Suspect {
+                    name: m.name,
+                    inc: m.incarnation,
+                    from: self.me.name.clone(),
+                },
+            };
+            self.apply(now, update, out);
+        }
     }
 
     /// Apply an update if it is news; re-broadcast it if so.

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use heck_swim::sim::{WALL_AT_ZERO, at};
-use heck_swim::{Body, Config, Effect, Notification, Now, Packet, State, Swim, Timer, Update};
+use heck_swim::{
+    Body, Config, Effect, Member, Notification, Now, Packet, PushPullState, State, Swim, Timer,
+    Update,
+};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -756,4 +759,157 @@ fn a_join_reply_from_a_large_cluster_fits_one_datagram() {
     };
     assert_eq!(members[0].name, "a", "the replier first");
     assert!(members.len() > 10, "as many as fit: {}", members.len());
+}
+
+fn dead(name: &str, inc: u64, from: &str) -> Update<u32> {
+    Update::Dead {
+        name: name.into(),
+        inc,
+        from: from.into(),
+    }
+}
+
+fn state_of(s: &Swim<u32>, name: &str) -> Option<(State, u64)> {
+    s.members()
+        .find(|m| m.name == name)
+        .map(|m| (m.state, m.incarnation))
+}
+
+/// Review S5: with no two-way anti-entropy, the two sides of a healed partition each kept the
+/// other dead until a lucky re-announce. Two full-state exchanges, and nothing else, converge.
+#[test]
+fn a_partitioned_then_healed_pair_converges_through_push_pull_alone() {
+    let mut a = Swim::new("a", 1, 1, Config::lan(), 1).unwrap();
+    let mut b = Swim::new("b", 2, 1, Config::lan(), 2).unwrap();
+    a.start(t(0), vec![]);
+    b.start(t(0), vec![]);
+    a.handle_packet(t(0), packet("b", 2, Body::Gossip, vec![alive("b", 2, 1)]));
+    b.handle_packet(t(0), packet("a", 1, Body::Gossip, vec![alive("a", 1, 1)]));
+    // During the partition each side heard the other declared dead.
+    a.handle_packet(t(10), packet("c", 3, Body::Gossip, vec![dead("b", 1, "c")]));
+    b.handle_packet(t(10), packet("d", 4, Body::Gossip, vec![dead("a", 1, "d")]));
+    assert_eq!(state_of(&a, "b"), Some((State::Dead, 1)));
+
+    // Healed: push-pull rounds, no datagram delivered.
+    for round in 0..2 {
+        let (sa, sb) = (a.local_state(), b.local_state());
+        b.handle_push_pull(t(20 + round), sa, false);
+        a.handle_push_pull(t(20 + round), sb, false);
+    }
+    assert_eq!(a.me().incarnation, 2, "a read its own death and refuted");
+    assert_eq!(b.me().incarnation, 2, "b too");
+    assert_eq!(state_of(&a, "b"), Some((State::Alive, 2)));
+    assert_eq!(state_of(&b, "a"), Some((State::Alive, 2)));
+}
+
+/// memberlist's mergeState: a remote Dead merges as our own suspicion, a remote Left as left.
+#[test]
+fn push_pull_merges_dead_as_our_suspicion_and_left_as_left() {
+    let mut a = member_a();
+    let remote = PushPullState {
+        from: "b".into(),
+        members: vec![
+            Member {
+                name: "c".into(),
+                addr: 3,
+                incarnation: 1,
+                state: State::Dead,
+            },
+            Member {
+                name: "d".into(),
+                addr: 4,
+                incarnation: 1,
+                state: State::Left,
+            },
+        ],
+    };
+    let fx = a.handle_push_pull(t(0), remote, false);
+    assert!(fx.contains(&Effect::Notify(Notification::Suspect("c".into()))));
+    assert!(fx.contains(&Effect::Notify(Notification::Left("d".into()))));
+    assert_eq!(state_of(&a, "c"), Some((State::Suspect, 1)));
+}
+
+/// A node that reads its own suspicion in a push-pull refutes it (the JoinReply used to turn
+/// Suspect into Alive, so a suspected node reading its own entry did not refute).
+#[test]
+fn a_node_reading_its_own_suspicion_in_a_push_pull_refutes_it() {
+    let mut a = member_a();
+    let remote = PushPullState {
+        from: "b".into(),
+        members: vec![Member {
+            name: "a".into(),
+            addr: 1,
+            incarnation: 1,
+            state: State::Suspect,
+        }],
+    };
+    a.handle_push_pull(t(0), remote, false);
+    assert_eq!(a.me().incarnation, 2);
+    assert_eq!(a.stats().refutations, 1);
+    let fx = a.handle_timer(t(200), Timer::Gossip);
+    let Some(Effect::Send { packet: p, .. }) = fx.iter().find(|e| matches!(e, Effect::Send { .. }))
+    else {
+        panic!("{fx:?}")
+    };
+    assert!(p.updates.contains(&alive("a", 1, 2)), "{p:?}");
+}
+
+#[test]
+fn the_push_pull_timer_names_a_random_alive_member_and_joining_pushes_to_every_seed() {
+    let mut a = member_a();
+    let fx = a.handle_timer(t(30_000), Timer::PushPull);
+    let targets: Vec<u32> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::PushPull { to, join: false } => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert!(matches!(targets[..], [2..=4]), "{fx:?}");
+    assert!(fx.contains(&Effect::Schedule {
+        after: Duration::from_secs(30),
+        timer: Timer::PushPull
+    }));
+
+    let mut z = Swim::new("z", 9, 1, Config::lan(), 3).unwrap();
+    let fx = z.start(t(0), vec![1, 2]);
+    assert!(fx.contains(&Effect::PushPull { to: 1, join: true }));
+    assert!(fx.contains(&Effect::PushPull { to: 2, join: true }));
+}
+
+#[test]
+fn the_push_pull_state_round_trips_through_postcard() {
+    let a = member_a();
+    let state = a.local_state();
+    assert_eq!(state.members.len(), 4, "b, c, d and a itself");
+    let bytes = postcard::to_allocvec(&state).unwrap();
+    assert_eq!(
+        postcard::from_bytes::<PushPullState<u32>>(&bytes).unwrap(),
+        state
+    );
+}
+
+/// Review S5: a join reply turned Suspect into Alive, so a suspected node reading its own
+/// entry there did not refute. It merges like a push-pull now.
+#[test]
+fn a_member_reading_its_own_suspicion_in_a_join_reply_refutes_it() {
+    let mut a = member_a();
+    let me_suspected = Member {
+        name: "a".into(),
+        addr: 1,
+        incarnation: 1,
+        state: State::Suspect,
+    };
+    a.handle_packet(
+        t(0),
+        packet(
+            "b",
+            2,
+            Body::JoinReply {
+                members: vec![me_suspected],
+            },
+            vec![],
+        ),
+    );
+    assert_eq!(a.me().incarnation, 2);
 }
