@@ -2,23 +2,25 @@
 //!
 //! ```text
 //!  every probe interval × (LHM+1):  next member in a shuffled round-robin order
-//!    me ──Ping(seq)──────────────────────────────> target
-//!    me <─Ack(seq)──────────────────────────────── target            (success: LHM − 1)
+//!    me ──Ping(seq, target name)─────────────────> target      (a Suspect target gets a fresh
+//!    me <─Ack(seq)──────────────────────────────── target       Suspect first: buddy system)
 //!  no Ack within probe timeout × (LHM+1):
-//!    me ──PingReq(seq, target)──> k helpers ──Ping──> target
+//!    me ──PingReq(seq, target)──> k alive helpers ──Ping──> target
 //!    me <─Ack(seq)──────────────── helper <──Ack───── target
 //!    me <─Nack(seq)─────────────── helper             (helper got no answer: Lifeguard nack)
-//!  no Ack by the end of the probe interval: suspect target; LHM + (k − nacks), or + 1
-//!  Suspect(target, inc) spreads by piggyback; target (told first: buddy system) refutes
-//!  with Alive(inc + 1); otherwise after the suspicion timeout → Dead(target).
-//!  suspicion timeout: from max = β·min down to min = α·max(1, log10 n)·probe interval, shrinking
-//!  with each independent confirmation (Lifeguard's dynamic suspicion).
+//!  no Ack by the end of the probe interval: suspect target; LHM + (helpers − nacks), or + 1
+//!  Suspect(target, inc) spreads by piggyback; target refutes with Alive(inc + 1); otherwise
+//!  after the suspicion timeout (min, max, k fixed when it starts) → Dead(target).
+//!  every push-pull interval (scaled past 32 members), and on join: PushPull effect → the
+//!  driver exchanges local_state() with one member → handle_push_pull merges it.
 //! ```
 //!
-//! Invariants: (1) an update about a member is applied only if it is newer: a higher
-//! incarnation, or at the same incarnation Suspect over Alive and Dead/Left over Suspect;
-//! (2) only the member itself raises its incarnation (to refute); (3) time and randomness come
-//! in as arguments (`now`, a seed): the same inputs give the same effects.
+//! Invariants: (1) an update about a member is applied only if it supersedes what we know
+//! ([`Update::supersedes`], the one precedence rule); (2) only the member itself raises its
+//! incarnation (to refute); (3) time and randomness come in as arguments ([`Now`], a seed): the
+//! same inputs give the same effects; (4) no packet exceeds `Config::packet_budget`; (5) every
+//! reply goes to the sealed sender address, and a packet sealed outside the replay window is
+//! dropped and counted.
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
