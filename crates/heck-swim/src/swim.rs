@@ -294,7 +294,7 @@ impl<A: Clone + PartialEq + Serialize> Swim<A> {
     }
 
     fn scaled(&self, d: Duration) -> Duration {
-        d * (self.awareness + 1)
+        d.saturating_mul(self.awareness.saturating_add(1))
     }
 
     fn n(&self) -> usize {
@@ -303,7 +303,7 @@ impl<A: Clone + PartialEq + Serialize> Swim<A> {
 
     fn transmits(&self) -> u32 {
         let log = ((self.n() + 1) as f64).log10().ceil().max(1.0) as u32;
-        self.config.retransmit_mult * log
+        self.config.retransmit_mult.saturating_mul(log)
     }
 
     fn enqueue(&mut self, update: Update<A>) {
