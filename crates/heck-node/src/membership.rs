@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use heck_swim::{Config, Effect, Keyring, Notification, Packet, State, Swim, Timer, wire};
+use heck_swim::{Config, Effect, Keyring, Notification, Now, Packet, State, Swim, Timer, wire};
 use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -105,6 +105,16 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::bind(addr).await
 }
 
+/// Both clocks the state machine reads: monotonic since `start`, wall since the Unix epoch.
+fn clock(start: Instant) -> Now {
+    Now {
+        mono: Instant::now() - start,
+        wall: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    }
+}
+
 /// Run membership until `shutdown`; then leave gracefully.
 pub async fn run(
     config: MembershipConfig,
@@ -116,18 +126,24 @@ pub async fn run(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64);
     let seed = getrandom::u64().unwrap_or(incarnation);
-    let mut swim = Swim::new(
+    let mut swim = match Swim::new(
         config.node_name.clone(),
         config.gossip_addr,
         incarnation,
         config.swim,
         seed,
-    );
+    ) {
+        Ok(swim) => swim,
+        Err(e) => {
+            tracing::error!(%e, "membership not started");
+            return;
+        }
+    };
     let start = Instant::now();
     let mut timers: BinaryHeap<Reverse<(Instant, u64, Timer)>> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut buf = vec![0u8; wire::MAX_PACKET + 1];
-    let effects = swim.start(config.join.clone());
+    let effects = swim.start(clock(start), config.join.clone());
     apply(
         &mut swim,
         effects,
@@ -144,7 +160,7 @@ pub async fn run(
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
-                let effects = swim.leave();
+                let effects = swim.leave(clock(start));
                 apply(&mut swim, effects, &socket, &config.keyring, &view, &mut timers, &mut seq).await;
                 return;
             }
@@ -158,7 +174,7 @@ pub async fn run(
                     }
                 }
                 for t in due {
-                    let effects = swim.handle_timer(now - start, t);
+                    let effects = swim.handle_timer(clock(start), t);
                     apply(&mut swim, effects, &socket, &config.keyring, &view, &mut timers, &mut seq).await;
                 }
             }
@@ -166,7 +182,7 @@ pub async fn run(
                 let Ok((n, from)) = received else { continue };
                 match config.keyring.open::<Packet<SocketAddr>>(&buf[..n]) {
                     Ok(packet) => {
-                        let effects = swim.handle_packet(Instant::now() - start, from, packet);
+                        let effects = swim.handle_packet(clock(start), packet);
                         apply(&mut swim, effects, &socket, &config.keyring, &view, &mut timers, &mut seq).await;
                     }
                     Err(e) => {
@@ -214,6 +230,9 @@ async fn apply(
                     }
                 }
             }
+            // No stream transport here yet: joins and anti-entropy ride on UDP join replies
+            // (a sample of members each) until push-pull is wired to a TCP stream.
+            Effect::PushPull { .. } => {}
             Effect::Schedule { after, timer } => {
                 *seq += 1;
                 timers.push(Reverse((Instant::now() + after, *seq, timer)));
@@ -224,6 +243,12 @@ async fn apply(
                 Notification::Down(m) => tracing::warn!(member = %m, "member down"),
                 Notification::Left(m) => tracing::info!(member = %m, "member left"),
                 Notification::Payload(_) => {}
+                Notification::ClockSkew { from, skew_ms } => tracing::warn!(
+                    member = %from,
+                    skew_ms,
+                    "dropping this member's packets: its clock is {skew_ms} ms behind ours \
+                     (negative: ahead), beyond the replay window"
+                ),
             },
         }
     }

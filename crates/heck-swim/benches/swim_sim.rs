@@ -59,7 +59,7 @@ impl Observed for SimMember {
         self.swim.live().count()
     }
     fn down_events(&self) -> usize {
-        self.downs.len()
+        usize::try_from(self.down_notifications).unwrap_or(usize::MAX)
     }
 }
 
