@@ -243,6 +243,27 @@ impl Config {
     }
 }
 
+/// The address to advertise: `advertise` if given, else `bind` unless `bind` is unspecified
+/// (`0.0.0.0`, `::`) or has port 0, which no peer could dial. One rule for every command that
+/// binds a gossip or stream address.
+pub fn advertise_addr(
+    bind: SocketAddr,
+    advertise: Option<SocketAddr>,
+) -> Result<SocketAddr, String> {
+    let addr = advertise.unwrap_or(bind);
+    if addr.ip().is_unspecified() {
+        return Err(format!(
+            "{bind} is not an address peers can reach: pass the address they should use with --advertise-addr"
+        ));
+    }
+    if addr.port() == 0 {
+        return Err(format!(
+            "{addr} has port 0: give the port peers should use (--advertise-addr)"
+        ));
+    }
+    Ok(addr)
+}
+
 /// Why a stream operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {

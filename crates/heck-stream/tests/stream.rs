@@ -366,3 +366,19 @@ async fn the_config_refuses_an_unspecified_advertised_address() {
     let c = Config::new("a", "0.0.0.0:7946".parse().unwrap());
     assert!(matches!(c.validate(), Err(StreamError::Config(_))));
 }
+
+#[test]
+fn the_advertised_address_defaults_to_the_bind_address_unless_it_is_unspecified() {
+    let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+    assert_eq!(
+        heck_stream::advertise_addr(at("10.0.0.1:7946"), None),
+        Ok(at("10.0.0.1:7946"))
+    );
+    assert_eq!(
+        heck_stream::advertise_addr(at("0.0.0.0:7946"), Some(at("10.0.0.1:7946"))),
+        Ok(at("10.0.0.1:7946"))
+    );
+    let refused = heck_stream::advertise_addr(at("0.0.0.0:7946"), None).unwrap_err();
+    assert!(refused.contains("--advertise-addr"), "{refused}");
+    assert!(heck_stream::advertise_addr(at("[::]:7946"), None).is_err());
+}
