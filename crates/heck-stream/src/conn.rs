@@ -496,7 +496,8 @@ pub(crate) async fn dial(
             return Err(StreamError::Handshake {
                 addr,
                 reason: format!(
-                    "the peer closed the connection ({e}); a different key or cluster name?"
+                    "the peer closed the connection ({e}): a different key or cluster name, \
+                     or the peer is at its inbound connection limit"
                 ),
             });
         }

@@ -141,8 +141,9 @@ pub struct Config {
     /// least `max_frame` plus one frame's overhead. A reader that cannot get its share within
     /// `io_timeout` closes its connection.
     pub max_buffered_bytes: usize,
-    /// Inbound connections open at once. Default 256; 1..=65,536. Beyond it a connection is
-    /// closed at once and counted ([`Reject::InboundLimit`]).
+    /// Inbound connections open at once. Default 1,024; 1..=65,536. Beyond it a connection is
+    /// closed at once and counted ([`Reject::InboundLimit`]). Every peer that sends to this
+    /// node keeps one open (until it has been idle), so keep it above the cluster size.
     pub max_inbound: usize,
     /// Peers with an outbound queue at once. Default 4,096; at least 1.
     pub max_peers: usize,
@@ -177,7 +178,7 @@ impl Config {
             advertise,
             max_frame: 4 * 1024 * 1024,
             max_buffered_bytes: 64 * 1024 * 1024,
-            max_inbound: 256,
+            max_inbound: 1024,
             max_peers: 4096,
             send_queue: 256,
             incoming_queue: 1024,

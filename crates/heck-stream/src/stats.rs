@@ -46,7 +46,8 @@ pub struct Traffic {
 pub struct Stats {
     /// Sent, by channel name.
     pub sent: BTreeMap<&'static str, Traffic>,
-    /// Received and delivered, by channel name.
+    /// Received and authenticated, by channel name (those [`crate::Incoming`] had no room for
+    /// are also counted in `dropped.incoming_full`).
     pub received: BTreeMap<&'static str, Traffic>,
     /// Refused input, by reason ([`Reject::name`]).
     pub rejected: BTreeMap<&'static str, u64>,

@@ -382,3 +382,41 @@ fn the_advertised_address_defaults_to_the_bind_address_unless_it_is_unspecified(
     assert!(refused.contains("--advertise-addr"), "{refused}");
     assert!(heck_stream::advertise_addr(at("[::]:7946"), None).is_err());
 }
+
+#[tokio::test]
+async fn frames_beyond_a_full_incoming_queue_are_dropped_and_counted() {
+    let a = start("a").await;
+    let mut b = start_with("b", Keyring::new("heck", &[KEY]), loopback(), |c| {
+        c.incoming_queue = 1;
+    })
+    .await;
+    for i in 0..3u8 {
+        a.stream.send(&b.peer(), Channel::Crdt, vec![i]).unwrap();
+    }
+    assert!(eventually(|| b.stream.stats().dropped["incoming_full"] == 2).await);
+    assert_eq!(
+        b.next().await.bytes,
+        [0],
+        "the first one waits in the queue"
+    );
+    assert_eq!(b.stream.stats().received["crdt"].frames, 3);
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_and_dialled_again_on_demand() {
+    let idle = |c: &mut Config| {
+        c.io_timeout = Duration::from_millis(100);
+        c.idle_timeout = Duration::from_millis(100);
+    };
+    let a = start_with("a", Keyring::new("heck", &[KEY]), loopback(), idle).await;
+    let mut b = start("b").await;
+    a.stream.send(&b.peer(), Channel::Crdt, vec![1]).unwrap();
+    assert_eq!(b.next().await.bytes, [1]);
+    assert!(
+        eventually(|| a.stream.peers().is_empty()).await,
+        "the idle peer task ended"
+    );
+    a.stream.send(&b.peer(), Channel::Crdt, vec![2]).unwrap();
+    assert_eq!(b.next().await.bytes, [2]);
+    assert_eq!(a.stream.stats().dialed, 2);
+}
