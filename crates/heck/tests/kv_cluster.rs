@@ -17,6 +17,8 @@ struct Replica {
     http: SocketAddr,
     peers: Vec<SocketAddr>,
     key: PathBuf,
+    /// Bind the gossip socket to 0.0.0.0 (and advertise `gossip`).
+    unspecified: bool,
     child: Option<Child>,
 }
 
@@ -54,6 +56,7 @@ fn replicas(n: usize, key: &Path) -> Vec<Replica> {
             http: common::local(p[n + i]),
             peers: gossip.iter().copied().filter(|g| *g != gossip[i]).collect(),
             key: key.to_path_buf(),
+            unspecified: false,
             child: None,
         })
         .collect()
@@ -61,13 +64,18 @@ fn replicas(n: usize, key: &Path) -> Vec<Replica> {
 
 impl Replica {
     fn start(&mut self) {
+        let listen = if self.unspecified {
+            format!("0.0.0.0:{}", self.gossip.port())
+        } else {
+            self.gossip.to_string()
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_heck"));
         cmd.args([
             "kv",
             "--name",
             &self.name,
             "--listen",
-            &self.gossip.to_string(),
+            &listen,
             "--http",
             &self.http.to_string(),
         ])
@@ -78,6 +86,9 @@ impl Replica {
         .stderr(Stdio::null());
         for p in &self.peers {
             cmd.args(["--peer", &p.to_string()]);
+        }
+        if self.unspecified {
+            cmd.args(["--advertise-addr", &self.gossip.to_string()]);
         }
         self.child = Some(cmd.spawn().unwrap());
         let up = wait_for(Duration::from_secs(10), || {
@@ -249,5 +260,43 @@ fn a_replica_with_another_key_is_not_accepted() {
         impostor_peers.as_object().unwrap().len(),
         0,
         "{impostor_peers}"
+    );
+}
+
+#[test]
+fn replicas_bound_to_the_unspecified_address_are_acknowledged_and_collect_their_buffers() {
+    // Review K3: when the listen address was the identity, a replica bound to 0.0.0.0 was
+    // named 0.0.0.0:port by its peers, their acks never matched, and no delta was ever
+    // collected. Now the name is the handshake's and the address the advertised one.
+    let dir = Dir::new("kv-unspecified");
+    let mut reps = replicas(2, &dir.key("key", 0x42));
+    for r in &mut reps {
+        r.unspecified = true;
+        r.start();
+    }
+    // Once kv0 has a peer, a write stays buffered until every peer has acknowledged it.
+    assert!(
+        wait_for(Duration::from_secs(10), || !reps[0].dump()["peers"]["kv1"]
+            .is_null())
+        .is_some()
+    );
+    reps[0].put("k", "v");
+    assert!(
+        wait_for(Duration::from_secs(10), || reps[1].values("k") == ["v"]).is_some(),
+        "replicated"
+    );
+    assert!(
+        wait_for(
+            Duration::from_secs(10),
+            || reps[0].dump()["buffered_deltas"] == 0
+        )
+        .is_some(),
+        "kv1's ack reached kv0, which dropped the acknowledged delta: {}",
+        reps[0].dump()
+    );
+    assert_eq!(
+        reps[0].dump()["peers"]["kv1"],
+        reps[1].gossip.to_string(),
+        "kv1 is known at its advertised address"
     );
 }
