@@ -258,6 +258,24 @@ mod tests {
     }
 
     #[test]
+    fn every_truncation_and_bit_flip_of_a_frame_is_refused() {
+        let (mut s, _) = pair();
+        let good = s.seal(Kind::Request, Channel::Crdt, 3, b"payload").unwrap();
+        for len in 0..good.len() {
+            let (_, mut o) = pair();
+            assert!(o.open(&good[..len]).is_err(), "truncated to {len}");
+        }
+        for i in 0..good.len() * 8 {
+            let mut bad = good.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            let (_, mut o) = pair();
+            assert!(o.open(&bad).is_err(), "bit {i} flipped");
+        }
+        let (_, mut o) = pair();
+        assert!(o.open(&good).is_ok(), "the original still opens");
+    }
+
+    #[test]
     fn a_frame_of_the_other_direction_does_not_open() {
         let ring = Keyring::new("test", &[[7; 32]]);
         let mut s = Sealer::new(ring.clone(), b"dir-0".to_vec());

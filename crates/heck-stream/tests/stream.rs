@@ -420,3 +420,39 @@ async fn an_idle_connection_is_closed_and_dialled_again_on_demand() {
     assert_eq!(b.next().await.bytes, [2]);
     assert_eq!(a.stream.stats().dialed, 2);
 }
+
+#[tokio::test]
+async fn frames_not_yet_consumed_hold_their_share_of_the_byte_budget() {
+    let mut b = start_with("b", Keyring::new("heck", &[KEY]), loopback(), |c| {
+        c.max_frame = 1024;
+        c.max_buffered_bytes = c.max_sealed(); // room for one frame
+        c.io_timeout = Duration::from_millis(200);
+        c.idle_timeout = Duration::from_millis(200);
+    })
+    .await;
+    let a = start("a").await;
+    a.stream
+        .send(&b.peer(), Channel::Crdt, vec![1; 1000])
+        .unwrap();
+    a.stream
+        .send(&b.peer(), Channel::Crdt, vec![2; 1000])
+        .unwrap();
+    let first = b.next().await;
+    // The second frame's reader cannot get its share while the first is held: after the IO
+    // timeout it gives up and closes the connection, without having allocated the frame.
+    assert!(eventually(|| b.stream.stats().rejected(Reject::Timeout) == 1).await);
+    assert_eq!(b.stream.stats().received["crdt"].frames, 1);
+    drop(first);
+    // With the budget free again, frames flow (on a new connection).
+    let mut got = None;
+    for _ in 0..100 {
+        let _ = a.stream.send(&b.peer(), Channel::Crdt, vec![3]);
+        if let Ok(Some(f)) =
+            tokio::time::timeout(Duration::from_millis(50), b.incoming.recv()).await
+        {
+            got = Some(f);
+            break;
+        }
+    }
+    assert_eq!(got.expect("delivered once the budget is free").bytes, [3]);
+}
