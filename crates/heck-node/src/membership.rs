@@ -76,12 +76,23 @@ pub struct MembershipView {
     members: Mutex<Vec<MemberView>>,
     /// Transport counters.
     pub stats: TransportStats,
+    /// The stream transport, once started (for its counters).
+    stream: Mutex<Option<heck_stream::Stream>>,
 }
 
 impl MembershipView {
     /// Every member, this node first.
     pub fn members(&self) -> Vec<MemberView> {
         self.members.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The stream transport's counters (traffic per channel, rejects by reason, drops), once
+    /// it runs.
+    pub fn stream_stats(&self) -> Option<heck_stream::Stats> {
+        self.stream
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|s| s.stats()))
     }
 }
 
@@ -142,17 +153,17 @@ pub async fn run(
         sockets.tcp,
         shutdown.clone(),
     );
-    // Kept for the push-pull wiring; the transport runs until `shutdown` either way.
-    let _stream = match stream {
+    // The handle stays in the view for its counters (and for the push-pull wiring); the
+    // transport runs until `shutdown` either way.
+    match stream {
         Ok((stream, incoming)) => {
             tokio::spawn(drain_stream(incoming, view.clone()));
-            Some(stream)
+            if let Ok(mut s) = view.stream.lock() {
+                *s = Some(stream);
+            }
         }
-        Err(e) => {
-            tracing::error!(%e, "stream transport not started");
-            None
-        }
-    };
+        Err(e) => tracing::error!(%e, "stream transport not started"),
+    }
     let incarnation = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64);
