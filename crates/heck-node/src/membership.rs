@@ -8,6 +8,13 @@
 //!   effects: Send → seal with a fresh 24-byte nonce → send_to;  Schedule → timer heap
 //!            Notify → log, and refresh the published member list
 //! ```
+//! The stream transport (`heck_stream`, TCP) listens on the same address and port as the UDP
+//! socket, as memberlist does; push-pull will ride on it. Today its incoming frames are only
+//! counted and dropped.
+//!
+//! The gossip address is where the sockets are bound; the advertised address is what this
+//! node tells others (in SWIM and in stream handshakes). Binding `0.0.0.0` needs an explicit
+//! advertised address (`heck_stream::advertise_addr`).
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
@@ -16,7 +23,7 @@ use std::time::SystemTime;
 
 use heck_swim::{Config, Effect, Keyring, Notification, Now, Packet, State, Swim, Timer, wire};
 use serde::Serialize;
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -25,8 +32,12 @@ use tokio_util::sync::CancellationToken;
 pub struct MembershipConfig {
     /// This node's stable name.
     pub node_name: String,
-    /// UDP address to gossip on.
+    /// Address the UDP gossip socket and the TCP stream listener are bound to (may be
+    /// `0.0.0.0`).
     pub gossip_addr: SocketAddr,
+    /// Address other members reach this one at (never unspecified): what SWIM and the stream
+    /// handshake advertise.
+    pub advertise_addr: SocketAddr,
     /// Seeds to join through.
     pub join: Vec<SocketAddr>,
     /// Protocol parameters (`Config::lan()` or `Config::fast()`).
@@ -55,6 +66,8 @@ pub struct TransportStats {
     pub dropped_bad: std::sync::atomic::AtomicU64,
     /// Packets that could not be sent.
     pub send_errors: std::sync::atomic::AtomicU64,
+    /// Stream frames received before anything consumes them (push-pull comes later).
+    pub stream_unhandled: std::sync::atomic::AtomicU64,
 }
 
 /// What the API reads.
@@ -63,12 +76,23 @@ pub struct MembershipView {
     members: Mutex<Vec<MemberView>>,
     /// Transport counters.
     pub stats: TransportStats,
+    /// The stream transport, once started (for its counters).
+    stream: Mutex<Option<heck_stream::Stream>>,
 }
 
 impl MembershipView {
     /// Every member, this node first.
     pub fn members(&self) -> Vec<MemberView> {
         self.members.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// The stream transport's counters (traffic per channel, rejects by reason, drops), once
+    /// it runs.
+    pub fn stream_stats(&self) -> Option<heck_stream::Stats> {
+        self.stream
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|s| s.stats()))
     }
 }
 
@@ -100,9 +124,19 @@ fn publish(swim: &Swim<SocketAddr>, view: &MembershipView) {
     }
 }
 
-/// Bind the gossip socket (so a bad address fails before anything starts).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    UdpSocket::bind(addr).await
+/// The sockets of one member: UDP for SWIM, TCP for the stream transport, on one port.
+#[derive(Debug)]
+pub struct Sockets {
+    udp: UdpSocket,
+    tcp: TcpListener,
+}
+
+/// Bind the gossip sockets (so a bad address fails before anything starts): UDP first, then
+/// TCP on the port UDP got (so port 0 works in tests).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<Sockets> {
+    let udp = UdpSocket::bind(addr).await?;
+    let tcp = TcpListener::bind(udp.local_addr()?).await?;
+    Ok(Sockets { udp, tcp })
 }
 
 /// Both clocks the state machine reads: monotonic since `start`, wall since the Unix epoch.
@@ -118,17 +152,35 @@ fn clock(start: Instant) -> Now {
 /// Run membership until `shutdown`; then leave gracefully.
 pub async fn run(
     config: MembershipConfig,
-    socket: UdpSocket,
+    sockets: Sockets,
     view: Arc<MembershipView>,
     shutdown: CancellationToken,
 ) {
+    let socket = sockets.udp;
+    let stream = heck_stream::Stream::start(
+        heck_stream::Config::new(config.node_name.clone(), config.advertise_addr),
+        config.keyring.clone(),
+        sockets.tcp,
+        shutdown.clone(),
+    );
+    // The handle stays in the view for its counters (and for the push-pull wiring); the
+    // transport runs until `shutdown` either way.
+    match stream {
+        Ok((stream, incoming)) => {
+            tokio::spawn(drain_stream(incoming, view.clone()));
+            if let Ok(mut s) = view.stream.lock() {
+                *s = Some(stream);
+            }
+        }
+        Err(e) => tracing::error!(%e, "stream transport not started"),
+    }
     let incarnation = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64);
     let seed = getrandom::u64().unwrap_or(incarnation);
     let mut swim = match Swim::new(
         config.node_name.clone(),
-        config.gossip_addr,
+        config.advertise_addr,
         incarnation,
         config.swim,
         seed,
@@ -192,6 +244,16 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// Until push-pull consumes them: count and drop what peers send on the stream.
+async fn drain_stream(mut incoming: heck_stream::Incoming, view: Arc<MembershipView>) {
+    while let Some(frame) = incoming.recv().await {
+        view.stats
+            .stream_unhandled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(peer = %frame.from.name, channel = frame.channel.name(), "stream frame not handled yet");
     }
 }
 
@@ -285,6 +347,7 @@ pub fn parse_keys(text: &str) -> Result<Vec<[u8; 32]>, String> {
     Ok(keys)
 }
 
-/// The key used when no key file is given: membership is still authenticated against the
-/// cluster name, but anyone with heck can join. Use `--encrypt-key-file` outside a test.
+/// The built-in key, public in heck's source: membership is still authenticated against the
+/// cluster name, but anyone with heck can join and read. `heck agent` and `heck kv` use it
+/// only when `--insecure-default-key` asks for it.
 pub const DEFAULT_KEY: [u8; 32] = *b"heck-default-insecure-cluster-ky";
