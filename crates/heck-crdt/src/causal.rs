@@ -141,6 +141,13 @@ impl CausalContext {
         }
     }
 
+    /// Record every dot `1..=n` of `replica`.
+    pub fn insert_prefix(&mut self, replica: ReplicaId, n: u64) {
+        if self.vv.get(&replica) < n {
+            self.vv.set(replica, n);
+        }
+    }
+
     /// Union (not compacted).
     pub fn join(&mut self, other: &CausalContext) {
         self.vv.merge(&other.vv);

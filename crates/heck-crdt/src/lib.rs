@@ -22,5 +22,5 @@ pub mod wire;
 
 pub use causal::{CausalContext, Causality, Dot, ReplicaId, VersionVector};
 pub use lww::LwwReg;
-pub use ormap::{Delta, ORMap};
-pub use sync::{Body, Config, Effect, Message, Replica, Stats};
+pub use ormap::{Delta, Invalid, MAX_COUNTER, ORMap};
+pub use sync::{Body, Config, Effect, MAX_PIECES, Message, Piece, Replica, Stats};

@@ -3,11 +3,19 @@
 //! decoder survives anything.
 #![allow(clippy::unwrap_used)]
 use heck_crdt::{
-    Body, Causality, Config, Delta, Effect, Message, ORMap, Replica, ReplicaId, VersionVector, wire,
+    Body, Causality, Config, Delta, Effect, Message, ORMap, Piece, Replica, ReplicaId,
+    VersionVector, wire,
 };
 use proptest::prelude::*;
 
 type Map = ORMap<u8, u16>;
+
+const PIECE: Piece = Piece {
+    from: None,
+    seq: 9,
+    index: 0,
+    count: 1,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -153,7 +161,7 @@ proptest! {
     ) {
         let n = 4;
         let mut reps: Vec<Replica<usize, u8, u16>> = (0..n)
-            .map(|i| Replica::new(rid(i), (0..n).filter(|&j| j != i), Config { fanout: 2, digest_every: 3, max_buffer: 8 }))
+            .map(|i| Replica::new(rid(i), (0..n).filter(|&j| j != i), Config { fanout: 2, digest_every: 3, max_buffer: 8, ..Config::default() }))
             .collect();
         let mut inflight: Vec<(usize, usize, Message<u8, u16>)> = Vec::new();
         let mut x = seed | 1;
@@ -207,7 +215,7 @@ proptest! {
     #[test]
     fn messages_round_trip_and_truncations_are_errors(ops in prop::collection::vec(op(), 0..20), cut in any::<prop::sample::Index>()) {
         let (m, _) = run(&ops);
-        let msg: Message<u8, u16> = Message { sender: rid(0), body: Body::Delta { seq: 9, delta: m[0].state().clone() } };
+        let msg: Message<u8, u16> = Message { sender: rid(0), body: Body::Delta { piece: PIECE, delta: m[0].state().clone() } };
         let bytes = wire::encode(&msg);
         prop_assert_eq!(wire::decode::<Message<u8, u16>>(&bytes, 1 << 20).unwrap(), msg);
         let cut = cut.index(bytes.len());
@@ -221,17 +229,20 @@ proptest! {
 fn oversized_and_unknown_versions_are_rejected() {
     let bytes = wire::encode(&Message::<u8, u16> {
         sender: rid(0),
-        body: Body::Ack { seq: 1 },
+        body: Body::Ack {
+            to: rid(1),
+            piece: PIECE,
+        },
     });
     assert!(matches!(
         wire::decode::<Message<u8, u16>>(&bytes, 1),
         Err(wire::DecodeError::TooLarge { .. })
     ));
     let mut v2 = bytes.clone();
-    v2[0] = 2;
+    v2[0] = 3;
     assert_eq!(
         wire::decode::<Message<u8, u16>>(&v2, 100),
-        Err(wire::DecodeError::Version(2))
+        Err(wire::DecodeError::Version(3))
     );
     assert_eq!(
         wire::decode::<Message<u8, u16>>(&[], 100),
