@@ -11,14 +11,14 @@
 //!  TCP frame in     ─> replica.handle_message ─> ack frame back
 //! ```
 //!
-//! A restart never reuses a dot: the replica id is (xxh3(name), epoch) with epoch = the wall
-//! clock in milliseconds at start, so a restarted process is a new replica, its counters start
-//! again at 1 under a new id, and peers see the new id and send it everything (see
-//! `heck_crdt::sync`). Requirement: the clock does not go back across a restart.
+//! A restart never reuses a dot: the replica id is (xxh3(name), epoch) with a random 64-bit
+//! epoch drawn at start, so a restarted process is a new replica, its counters start again at 1
+//! under a new id, and peers see the new id and send it everything (see `heck_crdt::sync`). No
+//! clock is involved: peers only ask "is this id different?", never "is it later?".
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -87,9 +87,7 @@ impl Shared {
 
 /// Run one replica until `shutdown`.
 pub async fn run(config: KvConfig, shutdown: CancellationToken) -> Result<(), KvError> {
-    let epoch = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let epoch = random_epoch();
     let id = ReplicaId::new(&config.name, epoch);
     let gossip = TcpListener::bind(config.listen)
         .await
@@ -136,6 +134,16 @@ pub async fn run(config: KvConfig, shutdown: CancellationToken) -> Result<(), Kv
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(KvError::Serve)
+}
+
+/// A fresh random epoch for this start. std's `RandomState` keys come from the operating
+/// system's randomness once per process (then step by one per `new`), so two starts of one node
+/// draw unrelated keys; two starts sharing an epoch would take 2^32 restarts to become likely.
+fn random_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
 }
 
 async fn ticker(
