@@ -182,16 +182,27 @@ struct Group<K: Ord, V> {
 /// How many earlier incarnations of a peer are remembered, to ignore their late messages.
 const RETIRED_KEPT: usize = 8;
 
+/// A transfer in flight to one peer: sent again, piece by piece, until every piece is acked.
+#[derive(Debug, Clone)]
+struct Transfer<K: Ord, V> {
+    /// Which transfer (`index` unused).
+    piece: Piece,
+    /// The pieces acked so far.
+    acked: BTreeSet<u32>,
+    /// The pieces of a full state, as cut when it started (the state moves on).
+    full: Option<Vec<Delta<K, V>>>,
+}
+
 /// What this replica knows of one peer.
-#[derive(Debug, Clone, Default)]
-struct PeerState {
+#[derive(Debug, Clone)]
+struct PeerState<K: Ord, V> {
     /// The first group it has not acked.
     acked: u64,
     /// It lost its state (restarted, or a digest shows it): the next transfer is the full
     /// state. Such a peer does not hold back garbage collection.
     needs_full: bool,
-    /// The transfer in flight to it and the pieces it acked.
-    transfer: Option<(Piece, BTreeSet<u32>)>,
+    /// The transfer in flight to it.
+    transfer: Option<Transfer<K, V>>,
     /// Its replica id, as last heard.
     incarnation: Option<ReplicaId>,
     /// Its earlier replica ids (at most `RETIRED_KEPT`): their messages are late, not news.
@@ -201,12 +212,26 @@ struct PeerState {
     complete: u64,
 }
 
+impl<K: Ord, V> Default for PeerState<K, V> {
+    fn default() -> Self {
+        PeerState {
+            acked: 0,
+            needs_full: false,
+            transfer: None,
+            incarnation: None,
+            retired: VecDeque::new(),
+            inbound: None,
+            complete: 0,
+        }
+    }
+}
+
 /// One replica of an [`ORMap`], with its anti-entropy state. `P` names peers (an address).
 pub struct Replica<P, K: Ord, V> {
     id: ReplicaId,
     map: ORMap<K, V>,
     config: Config,
-    peers: BTreeMap<P, PeerState>,
+    peers: BTreeMap<P, PeerState<K, V>>,
     /// Delta groups `first_seq..next_seq`.
     buffer: VecDeque<Group<K, V>>,
     first_seq: u64,
@@ -376,65 +401,57 @@ where
     }
 
     /// What to send `peer` now: the pieces of its transfer it has not acked yet.
+    ///
+    /// A transfer stays the same until every piece is acked, even while new writes arrive:
+    /// acks that come back after the next tick (a link slower than the tick) then still count.
+    /// Cutting a new transfer at every tick would make them all stale, and under steady writes
+    /// nothing would ever be acknowledged.
     fn deltas_for(&mut self, peer: &P) -> Vec<Message<K, V>> {
-        let Some(state) = self.peers.get(peer) else {
-            return Vec::new();
-        };
-        let full = state.needs_full || state.acked < self.first_seq;
-        if !full && state.acked >= self.next_seq {
-            return Vec::new(); // it has everything we have
-        }
-        let (from, delta) = if full {
-            (None, self.map.state().clone())
-        } else {
-            let mut joined = Delta::default();
-            let skip = (state.acked - self.first_seq) as usize;
-            for g in self.buffer.iter().skip(skip) {
-                // Never back to the replica it came from (BP); a restarted peer is another
-                // replica, so what its earlier incarnation sent goes back to it.
-                if g.origin.is_none() || g.origin != state.incarnation {
-                    joined.join(&g.delta);
-                }
-            }
-            (Some(state.acked), joined)
-        };
-        if delta.is_empty() {
-            // Everything it lacks came from it: nothing to send, and nothing to wait for.
-            if let Some(s) = self.peers.get_mut(peer) {
-                s.acked = self.next_seq;
-                s.needs_full &= !full; // the full state is empty: it has all of it
-            }
-            return Vec::new();
-        }
-        let max = self.config.max_message_bytes;
-        let pieces = delta.split(max, |k, v| wire_size(k) + wire_size(v));
-        let count = u32::try_from(pieces.len()).unwrap_or(u32::MAX);
-        let transfer = Piece {
-            from,
-            seq: self.next_seq,
-            index: 0,
-            count,
-        };
+        let first_seq = self.first_seq;
         let Some(state) = self.peers.get_mut(peer) else {
             return Vec::new();
         };
-        let acked = match &mut state.transfer {
-            Some((t, acked)) if t.same_transfer(&transfer) => acked.clone(),
-            slot => {
-                *slot = Some((transfer, BTreeSet::new()));
-                BTreeSet::new()
+        if let Some(t) = &state.transfer
+            && t.piece.from.is_some_and(|from| from < first_seq)
+        {
+            state.transfer = None; // its groups fell out of the buffer: the full state instead
+        }
+        let in_flight = state.transfer.as_ref().map(|t| (t.piece, t.acked.clone()));
+        let pieces: Vec<(u32, Delta<K, V>)> = match (in_flight, &state.transfer) {
+            (
+                Some((_, acked)),
+                Some(Transfer {
+                    full: Some(full), ..
+                }),
+            ) => (0..)
+                .zip(full)
+                .filter(|(i, _)| !acked.contains(i))
+                .map(|(i, d)| (i, d.clone())) // only what is still to be sent
+                .collect(),
+            (Some((piece, acked)), _) => {
+                let from = piece.from.unwrap_or(first_seq);
+                (0..)
+                    .zip(self.interval(peer, from, piece.seq))
+                    .filter(|(i, _)| !acked.contains(i))
+                    .collect()
             }
+            (None, _) => match self.new_transfer(peer) {
+                Some(pieces) => (0..).zip(pieces).collect(),
+                None => return Vec::new(),
+            },
         };
-        if full {
+        let Some(transfer) = self.peers.get(peer).and_then(|s| s.transfer.as_ref()) else {
+            return Vec::new();
+        };
+        let transfer = transfer.piece;
+        if transfer.from.is_none() {
             self.stats.full_states_sent += 1;
         } else {
             self.stats.deltas_sent += 1;
         }
+        let max = self.config.max_message_bytes;
         let mut out = Vec::new();
-        for (index, delta) in (0..count).zip(pieces) {
-            if acked.contains(&index) {
-                continue;
-            }
+        for (index, delta) in pieces {
             self.stats.pieces_sent += 1;
             if wire_size(&delta) > max {
                 self.stats.oversized_sent += 1;
@@ -447,6 +464,72 @@ where
         out
     }
 
+    /// Start a transfer to `peer` (the groups it has not acked, or the full state) and return
+    /// its pieces; `None` if it lacks nothing.
+    fn new_transfer(&mut self, peer: &P) -> Option<Vec<Delta<K, V>>> {
+        let state = self.peers.get(peer)?;
+        let full = state.needs_full || state.acked < self.first_seq;
+        if !full && state.acked >= self.next_seq {
+            return None; // it has everything we have
+        }
+        let pieces = if full {
+            self.cut(self.map.state())
+        } else {
+            self.interval(peer, state.acked, self.next_seq)
+        };
+        let next_seq = self.next_seq;
+        let state = self.peers.get_mut(peer)?;
+        if pieces.is_empty() {
+            // Everything it lacks came from it (or there is nothing at all): nothing to send,
+            // and nothing to wait for.
+            state.acked = next_seq;
+            state.needs_full &= !full;
+            return None;
+        }
+        state.transfer = Some(Transfer {
+            piece: Piece {
+                from: (!full).then_some(state.acked),
+                seq: next_seq,
+                index: 0,
+                count: u32::try_from(pieces.len()).unwrap_or(u32::MAX),
+            },
+            acked: BTreeSet::new(),
+            // The full state moves on with every write: keep the pieces as cut. An interval is
+            // cut again from the buffer, identically (same groups, same order, same limit).
+            full: full.then(|| pieces.clone()),
+        });
+        Some(pieces)
+    }
+
+    /// The pieces of groups `from..to` that did not come from `peer`'s current incarnation.
+    fn interval(&self, peer: &P, from: u64, to: u64) -> Vec<Delta<K, V>> {
+        let incarnation = self.peers.get(peer).and_then(|s| s.incarnation);
+        let mut joined = Delta::default();
+        let skip = from.saturating_sub(self.first_seq) as usize;
+        let take = to.saturating_sub(from) as usize;
+        for g in self.buffer.iter().skip(skip).take(take) {
+            // Never back to the replica it came from (BP); a restarted peer is another
+            // replica, so what its earlier incarnation sent goes back to it.
+            if g.origin.is_none() || g.origin != incarnation {
+                joined.join(&g.delta);
+            }
+        }
+        if joined.is_empty() {
+            return Vec::new();
+        }
+        self.cut(&joined)
+    }
+
+    fn cut(&self, delta: &Delta<K, V>) -> Vec<Delta<K, V>> {
+        if delta.is_empty() {
+            return Vec::new();
+        }
+        let pieces = delta.split(self.config.max_message_bytes, |k, v| {
+            wire_size(k) + wire_size(v)
+        });
+        pieces.into_iter().take(MAX_PIECES as usize).collect()
+    }
+
     fn message(&self, body: Body<K, V>) -> Message<K, V> {
         Message {
             sender: self.id,
@@ -454,14 +537,18 @@ where
         }
     }
 
-    /// Drop the groups every peer has acked (peers that need the full state get it from the
-    /// map, not the buffer, so they do not count).
+    /// Drop the groups every peer has acked. A peer that needs the full state gets it from the
+    /// map, not the buffer: it holds back only the groups after its full state in flight, which
+    /// it needs next (else it would need a second full state).
     fn gc(&mut self) {
         let min = self
             .peers
             .values()
-            .filter(|s| !s.needs_full)
-            .map(|s| s.acked)
+            .filter_map(|s| match (&s.transfer, s.needs_full) {
+                (_, false) => Some(s.acked),
+                (Some(t), true) => Some(t.piece.seq),
+                (None, true) => None,
+            })
             .min()
             .unwrap_or(self.next_seq);
         while self.first_seq < min && !self.buffer.is_empty() {
@@ -574,18 +661,18 @@ where
                     self.stats.stale_received += 1;
                     return Vec::new();
                 };
-                let Some((transfer, acked)) = &mut state.transfer else {
+                let Some(transfer) = &mut state.transfer else {
                     self.stats.stale_received += 1;
                     return Vec::new();
                 };
-                if !transfer.same_transfer(&piece) {
+                if !transfer.piece.same_transfer(&piece) {
                     self.stats.stale_received += 1;
                     return Vec::new();
                 }
-                acked.insert(piece.index);
-                if acked.len() == transfer.count as usize {
-                    state.acked = state.acked.max(transfer.seq.min(next_seq));
-                    if transfer.from.is_none() {
+                transfer.acked.insert(piece.index);
+                if transfer.acked.len() == transfer.piece.count as usize {
+                    state.acked = state.acked.max(transfer.piece.seq.min(next_seq));
+                    if transfer.piece.from.is_none() {
                         state.needs_full = false;
                     }
                     state.transfer = None;
@@ -618,7 +705,7 @@ where
 }
 
 /// Record a piece received from a peer; a transfer is complete when all its pieces arrived.
-fn note_inbound(state: &mut PeerState, piece: Piece) {
+fn note_inbound<K: Ord, V>(state: &mut PeerState<K, V>, piece: Piece) {
     let done = match &mut state.inbound {
         Some((t, seen)) if t.same_transfer(&piece) => {
             seen.insert(piece.index);

@@ -531,3 +531,107 @@ fn a_write_after_the_largest_time_stamp_does_not_overflow() {
         "a tie at the last stamp is broken the same way everywhere"
     );
 }
+
+/// Acks that come back two ticks later (a link slower than the tick) while writes keep
+/// coming: the transfer in flight is kept until all its pieces are acked, so late acks still
+/// count, the peer's position advances and the buffer is collected. (Cutting a new transfer
+/// at every tick would make every ack stale: nothing would ever be acknowledged.)
+#[test]
+fn a_transfer_completes_when_its_acks_arrive_two_ticks_late_under_steady_writes() {
+    let config = Config {
+        max_message_bytes: 2 * 1024,
+        ..Config::default()
+    };
+    let mut a = replica(0, 1, &[1], config);
+    let mut b = replica(1, 1, &[0], config);
+    for i in 0..100 {
+        a.write(format!("key-{i:05}"), "z".repeat(40));
+    }
+    // What a sends at tick r arrives at b, and b's acks back at a, just before tick r + 2.
+    let mut in_flight: std::collections::VecDeque<Vec<Message<String, String>>> =
+        [Vec::new(), Vec::new()].into();
+    for round in 0..30u64 {
+        a.write(format!("steady-{round}"), "w".into());
+        for msg in in_flight.pop_front().unwrap() {
+            for Effect::Send { msg: ack, .. } in b.handle_message(0, msg) {
+                a.handle_message(1, ack);
+            }
+        }
+        let sent = a.tick(round);
+        in_flight.push_back(
+            sent.into_iter()
+                .filter(|Effect::Send { to, .. }| *to == 1)
+                .map(|Effect::Send { msg, .. }| msg)
+                .collect(),
+        );
+        // b says nothing but acks (its own ticks would only send digests).
+    }
+    assert!(
+        a.buffered() < 10,
+        "{} groups still buffered: b's position never advanced",
+        a.buffered()
+    );
+}
+
+/// A restarted peer on a slow link, while another peer acks everything at once and writes keep
+/// coming: once its full state is acked it continues with intervals. (If the groups after the
+/// full state's position were collected meanwhile, it would need a second full state.)
+#[test]
+fn a_slow_restarted_peer_goes_from_the_full_state_to_intervals_under_steady_writes() {
+    let config = Config {
+        max_message_bytes: 2 * 1024,
+        ..Config::default()
+    };
+    let mut a = replica(0, 1, &[1, 2], config);
+    let mut b = replica(1, 1, &[0], config);
+    let mut c = replica(2, 1, &[0], config);
+    for i in 0..100 {
+        a.write(format!("key-{i:05}"), "z".repeat(40));
+    }
+    for round in 0..10 {
+        for Effect::Send { to, msg } in a.tick(round) {
+            let peer = if to == 1 { &mut b } else { &mut c };
+            for Effect::Send { msg: ack, .. } in peer.handle_message(0, msg) {
+                a.handle_message(to, ack);
+            }
+        }
+    }
+    assert_eq!(a.buffered(), 0, "both acked everything");
+    // c restarts: its hello makes a send it the full state, over a link four ticks slow.
+    let mut c = replica(2, 2, &[0], config);
+    for Effect::Send { msg, .. } in c.tick(0) {
+        a.handle_message(2, msg);
+    }
+    let mut to_c: std::collections::VecDeque<Vec<Message<String, String>>> =
+        vec![Vec::new(); 4].into();
+    let mut full_transfers = std::collections::BTreeSet::new();
+    for round in 0..40u64 {
+        a.write(format!("steady-{round}"), "w".into());
+        for msg in to_c.pop_front().unwrap() {
+            for Effect::Send { msg: ack, .. } in c.handle_message(0, msg) {
+                a.handle_message(2, ack);
+            }
+        }
+        let mut now = Vec::new();
+        for Effect::Send { to, msg } in a.tick(100 + round) {
+            if to == 1 {
+                for Effect::Send { msg: ack, .. } in b.handle_message(0, msg) {
+                    a.handle_message(1, ack);
+                }
+            } else {
+                if let Body::Delta { piece, .. } = &msg.body
+                    && piece.from.is_none()
+                {
+                    full_transfers.insert(piece.seq);
+                }
+                now.push(msg);
+            }
+        }
+        to_c.push_back(now);
+    }
+    assert_eq!(
+        full_transfers.len(),
+        1,
+        "full states cut at {full_transfers:?}"
+    );
+}
