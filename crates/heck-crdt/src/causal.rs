@@ -4,18 +4,21 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A replica's identity: its stable node (a hash of the node's name) and an *epoch* that grows
-/// every time the process starts (the kv store uses the start time in milliseconds).
+/// A replica's identity: its stable node (a hash of the node's name) and an *epoch*, a random
+/// 64-bit number drawn anew every time the process starts (the caller draws it: this crate takes
+/// randomness as an argument).
 ///
 /// Why the epoch: a replica numbers its writes 1, 2, 3, … (its [`Dot`]s). A process that
 /// restarts with no memory of its counter would reuse `(node, 1)` for a *different* write, and
 /// every replica that saw the old one would treat the new one as already seen. With a new epoch
-/// the restarted process is a new replica: its dots can never collide with the old ones.
+/// the restarted process is a new replica: its dots can never collide with the old ones. Epochs
+/// are only ever compared for equality (a restart is a *different* id), never ordered, so no
+/// clock is needed and a clock stepping back changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ReplicaId {
     /// xxh3 of the node's name.
     pub node: u64,
-    /// Strictly greater on every start of the same node.
+    /// Different on every start of the same node (random).
     pub epoch: u64,
 }
 

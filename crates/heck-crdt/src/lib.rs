@@ -8,7 +8,8 @@
 //!    deltas; join is the only way state changes.
 //! 3. [`lww`] — a last-writer-wins register, for values where only the latest matters.
 //! 4. [`sync`] — anti-entropy: how deltas travel (delta intervals, acks, digests, full-state
-//!    fallback), as a sans-IO state machine.
+//!    fallback, pieces under a byte cap, restarts noticed by replica id), as a sans-IO state
+//!    machine that validates what it receives.
 //! 5. [`wire`] — versioned postcard encoding that never panics on bad input.
 //!
 //! Invariant: nothing here reads a clock, draws randomness or touches IO; callers pass time and
