@@ -151,6 +151,35 @@ impl CausalContext {
         }
     }
 
+    /// Forget every dot of `replica` except `keep` (the dots of its entries still live):
+    /// retiring an epoch nobody runs any more (see `Replica::retire`).
+    pub fn forget(&mut self, replica: ReplicaId, keep: impl IntoIterator<Item = Dot>) {
+        self.vv.0.remove(&replica);
+        self.cloud.retain(|d| d.replica != replica);
+        for d in keep {
+            if d.replica == replica {
+                self.cloud.insert(d);
+            }
+        }
+        self.compact();
+    }
+
+    /// Does it mention `replica` at all?
+    pub fn mentions(&self, replica: &ReplicaId) -> bool {
+        self.vv.get(replica) > 0 || self.cloud.iter().any(|d| d.replica == *replica)
+    }
+
+    /// Has it seen every dot of `replica` that `other` has? (Conservative: a prefix of
+    /// `other` must be a prefix here too.)
+    pub fn covers_replica(&self, other: &CausalContext, replica: &ReplicaId) -> bool {
+        self.vv.get(replica) >= other.vv.get(replica)
+            && other
+                .cloud
+                .iter()
+                .filter(|d| d.replica == *replica)
+                .all(|d| self.contains(d))
+    }
+
     /// Union (not compacted).
     pub fn join(&mut self, other: &CausalContext) {
         self.vv.merge(&other.vv);

@@ -24,4 +24,4 @@ pub mod wire;
 pub use causal::{CausalContext, Causality, Dot, ReplicaId, VersionVector};
 pub use lww::LwwReg;
 pub use ormap::{Delta, Invalid, MAX_COUNTER, ORMap};
-pub use sync::{Body, Config, Effect, MAX_PIECES, Message, Piece, Replica, Stats};
+pub use sync::{Body, Config, Effect, MAX_PIECES, Message, NotRetirable, Piece, Replica, Stats};

@@ -210,6 +210,20 @@ struct PeerState<K: Ord, V> {
     /// The transfer being received from it (pieces seen) and the highest `seq` received whole.
     inbound: Option<(Piece, BTreeSet<u32>)>,
     complete: u64,
+    /// The context of its latest digest (a lower bound of what it has seen, since contexts
+    /// only grow): to know when an old epoch is covered everywhere.
+    last_digest: Option<CausalContext>,
+}
+
+/// Why [`Replica::retire`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRetirable {
+    /// It is this replica's id, or a peer's current one.
+    Running,
+    /// A peer has not reported (by digest) a context covering it.
+    NotCovered,
+    /// A buffered group or a transfer in flight mentions its dots.
+    Buffered,
 }
 
 impl<K: Ord, V> Default for PeerState<K, V> {
@@ -222,6 +236,7 @@ impl<K: Ord, V> Default for PeerState<K, V> {
             retired: VecDeque::new(),
             inbound: None,
             complete: 0,
+            last_digest: None,
         }
     }
 }
@@ -326,6 +341,47 @@ where
             self.gc();
         }
         known
+    }
+
+    /// Retire `old`, an epoch no process runs any more: forget its dots, except those of
+    /// entries still live, so version vectors stop growing by one entry per restart.
+    ///
+    /// Refused unless every peer's latest digest covers `old`'s dots as this replica knows them,
+    /// `old` is neither this replica nor a peer's current incarnation, and no buffered group or
+    /// transfer in flight mentions it. Then every peer has everything `old` ever did, and what
+    /// this replica sends will never again speak for `old`'s removed dots. One condition is the
+    /// caller's: no message written before the others held may still arrive (wait one message
+    /// lifetime, the transport's replay window, after they first hold); such a message could
+    /// bring back an entry `old` wrote and someone removed. See `docs/protocols/crdt.md`.
+    pub fn retire(&mut self, old: ReplicaId) -> Result<(), NotRetirable> {
+        if old == self.id || self.peers.values().any(|s| s.incarnation == Some(old)) {
+            return Err(NotRetirable::Running);
+        }
+        let mine = self.map.context();
+        let covered = self.peers.values().all(|s| {
+            s.last_digest
+                .as_ref()
+                .is_some_and(|ctx| ctx.covers_replica(mine, &old))
+        });
+        if !covered {
+            return Err(NotRetirable::NotCovered);
+        }
+        let mentions = |d: &Delta<K, V>| {
+            d.ctx.mentions(&old)
+                || d.entries
+                    .values()
+                    .any(|m| m.keys().any(|dot| dot.replica == old))
+        };
+        let in_flight = self.peers.values().any(|s| {
+            s.transfer
+                .as_ref()
+                .is_some_and(|t| t.full.as_ref().is_some_and(|p| p.iter().any(mentions)))
+        });
+        if in_flight || self.buffer.iter().any(|g| mentions(&g.delta)) {
+            return Err(NotRetirable::Buffered);
+        }
+        self.map.retire(old);
+        Ok(())
     }
 
     /// Write `value` at `key`.
@@ -688,16 +744,14 @@ where
                 // Only a digest written after it received, whole, a transfer at our current
                 // position proves a loss; an older one (reordered behind the acks) proves nothing.
                 let received_all = to == Some(self.id) && complete >= next_seq;
-                if received_all
-                    && !state.needs_full
-                    && state.acked >= next_seq
-                    && !ctx.covers(self.map.context())
-                {
+                let lacks = || !ctx.covers(self.map.context());
+                if received_all && !state.needs_full && state.acked >= next_seq && lacks() {
                     // It acked everything we have, yet lacks some of it: it lost its state.
                     state.needs_full = true;
                     state.transfer = None;
                     self.stats.resets += 1;
                 }
+                state.last_digest = Some(ctx);
                 Vec::new()
             }
         }
