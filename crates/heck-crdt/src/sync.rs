@@ -32,81 +32,12 @@
 //! entry is (counted); (6) nothing received is joined before it is validated.
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::causal::{CausalContext, ReplicaId};
-use crate::ormap::{self, Delta, Invalid, ORMap};
-
-/// A message between replicas: who sent it (replica id, including its epoch) and what.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message<K: Ord, V> {
-    /// The sender's replica id. A new id from the same peer means it restarted: it has lost
-    /// whatever it acknowledged before, so it is sent the full state.
-    pub sender: ReplicaId,
-    /// What it says.
-    pub body: Body<K, V>,
-}
-
-/// Which piece of which transfer a [`Body::Delta`] carries (and an [`Body::Ack`] acknowledges).
-/// Given the sender's state at `seq`, `(from, seq, count)` names the transfer exactly, so a
-/// retransmission cuts the same pieces and only the unacknowledged ones are sent again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Piece {
-    /// First buffered group of the transfer; `None`: the full state.
-    pub from: Option<u64>,
-    /// The transfer covers every group before `seq`.
-    pub seq: u64,
-    /// This piece, `0..count`.
-    pub index: u32,
-    /// How many pieces the transfer has, at least 1.
-    pub count: u32,
-}
-
-/// Most pieces one transfer may have (a receiver refuses more: its bookkeeping is bounded).
-pub const MAX_PIECES: u32 = 1 << 20;
-
-impl Piece {
-    fn same_transfer(&self, other: &Piece) -> bool {
-        (self.from, self.seq, self.count) == (other.from, other.seq, other.count)
-    }
-
-    fn is_valid(&self) -> bool {
-        self.count >= 1
-            && self.count <= MAX_PIECES
-            && self.index < self.count
-            && self.from.is_none_or(|f| f <= self.seq)
-    }
-}
-
-/// What a message says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Body<K: Ord, V> {
-    /// One piece of the groups the receiver had not acked, joined (or of the full state).
-    Delta {
-        /// Which piece.
-        piece: Piece,
-        /// Its content.
-        delta: Delta<K, V>,
-    },
-    /// "I have applied this piece you sent me."
-    Ack {
-        /// The replica id the acked piece came from: an ack meant for an earlier incarnation
-        /// of the receiver (before it restarted) is ignored.
-        to: ReplicaId,
-        /// The piece.
-        piece: Piece,
-    },
-    /// "This is everything I have seen." Sent as a hello on start, then now and then.
-    Digest {
-        /// The sender's causal context.
-        ctx: CausalContext,
-        /// The receiver's replica id as the sender knows it (`None`: never heard from it).
-        to: Option<ReplicaId>,
-        /// The highest `seq` of a transfer from `to` that the sender received whole before
-        /// writing `ctx`: only then can the receiver conclude the sender lost state.
-        complete: u64,
-    },
-}
+pub use crate::message::{Body, MAX_PIECES, Message, Piece};
+use crate::ormap::{Delta, ORMap};
+use crate::validate::{self, Invalid};
 
 /// Tuning. Defaults: 3 peers per tick, a digest every 10 ticks, at most 1,024 buffered groups,
 /// messages of at most 1 MiB.
@@ -577,13 +508,7 @@ where
     }
 
     fn cut(&self, delta: &Delta<K, V>) -> Vec<Delta<K, V>> {
-        if delta.is_empty() {
-            return Vec::new();
-        }
-        let pieces = delta.split(self.config.max_message_bytes, |k, v| {
-            wire_size(k) + wire_size(v)
-        });
-        pieces.into_iter().take(MAX_PIECES as usize).collect()
+        cut_within(delta, self.config.max_message_bytes, MAX_PIECES as usize)
     }
 
     fn message(&self, body: Body<K, V>) -> Message<K, V> {
@@ -654,7 +579,7 @@ where
                 &delta.ctx
             }
             Body::Digest { ctx, .. } => {
-                ormap::validate_context(ctx)?;
+                validate::validate_context(ctx)?;
                 ctx
             }
             Body::Ack { .. } => return Ok(()),
@@ -777,7 +702,54 @@ fn note_inbound<K: Ord, V>(state: &mut PeerState<K, V>, piece: Piece) {
     }
 }
 
+/// `delta` in pieces of at most `max_bytes`, and at most `max_pieces` of them: past that (a
+/// state of a terabyte at 1 MiB), the limit doubles until they fit, and the oversized pieces are
+/// counted when sent. Dropping pieces instead would ack a transfer its receiver never got whole.
+fn cut_within<K, V>(delta: &Delta<K, V>, max_bytes: usize, max_pieces: usize) -> Vec<Delta<K, V>>
+where
+    K: Ord + Clone + Serialize,
+    V: Clone + PartialEq + Serialize,
+{
+    if delta.is_empty() {
+        return Vec::new();
+    }
+    let mut max = max_bytes;
+    loop {
+        let pieces = delta.split(max, |k, v| wire_size(k) + wire_size(v));
+        if pieces.len() <= max_pieces || max == usize::MAX {
+            return pieces;
+        }
+        max = max.saturating_mul(2);
+    }
+}
+
 /// Bytes of `value` in postcard (0 if it cannot be encoded; nothing here can fail).
 fn wire_size<T: Serialize + ?Sized>(value: &T) -> usize {
     postcard::experimental::serialized_size(value).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::causal::ReplicaId;
+
+    #[test]
+    fn a_transfer_over_the_piece_limit_is_cut_coarser_never_truncated() {
+        let mut map: ORMap<u32, u32> = ORMap::new();
+        let id = ReplicaId { node: 1, epoch: 1 };
+        for k in 0..200 {
+            let d = map.write(id, k, k);
+            map.apply(&d);
+        }
+        let fine = cut_within(map.state(), 200, usize::MAX);
+        assert!(fine.len() > 8, "{} pieces", fine.len());
+        let coarse = cut_within(map.state(), 200, 8);
+        assert!(coarse.len() <= 8, "{} pieces", coarse.len());
+        let mut joined: ORMap<u32, u32> = ORMap::new();
+        for p in &coarse {
+            joined.apply(p);
+        }
+        assert_eq!(joined.state(), map.state(), "nothing dropped");
+    }
 }
