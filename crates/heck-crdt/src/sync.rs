@@ -130,7 +130,8 @@ struct PeerState<K: Ord, V> {
     /// The first group it has not acked.
     acked: u64,
     /// It lost its state (restarted, or a digest shows it): the next transfer is the full
-    /// state. Such a peer does not hold back garbage collection.
+    /// state. Such a peer holds back garbage collection only from the position of a full state
+    /// in flight to it (see `gc`).
     needs_full: bool,
     /// The transfer in flight to it.
     transfer: Option<Transfer<K, V>>,
@@ -138,8 +139,10 @@ struct PeerState<K: Ord, V> {
     incarnation: Option<ReplicaId>,
     /// Its earlier replica ids (at most `RETIRED_KEPT`): their messages are late, not news.
     retired: VecDeque<ReplicaId>,
-    /// The transfer being received from it (pieces seen) and the highest `seq` received whole.
+    /// The transfer being received from it, and the pieces of it seen so far.
     inbound: Option<(Piece, BTreeSet<u32>)>,
+    /// The highest `seq` of a transfer received whole from its current incarnation (told back
+    /// to it in digests: see the repair in `handle_message`).
     complete: u64,
     /// The context of its latest digest (a lower bound of what it has seen, since contexts
     /// only grow): to know when an old epoch is covered everywhere.
