@@ -17,15 +17,15 @@
 //! need not list each other both ways). `--listen` is only where the socket is bound; peers
 //! dial the advertised address.
 //!
-//! A restart never reuses a dot: the replica id is (xxh3(name), epoch) with epoch = the wall
-//! clock in milliseconds at start, so a restarted process is a new replica, its counters start
-//! again at 1 under a new id, and peers see the new id and send it everything (see
-//! `heck_crdt::sync`). Requirement: the clock does not go back across a restart.
+//! A restart never reuses a dot: the replica id is (xxh3(name), epoch) with a random 64-bit
+//! epoch drawn at start, so a restarted process is a new replica, its counters start again at 1
+//! under a new id, and peers see the new id and send it everything (see `heck_crdt::sync`). No
+//! clock is involved: peers only ask "is this id different?", never "is it later?".
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -124,9 +124,7 @@ impl Shared {
 
 /// Run one replica until `shutdown`.
 pub async fn run(config: KvConfig, shutdown: CancellationToken) -> Result<(), KvError> {
-    let epoch = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let epoch = random_epoch();
     let id = ReplicaId::new(&config.name, epoch);
     let gossip = TcpListener::bind(config.listen)
         .await
@@ -207,6 +205,19 @@ async fn seeds(shared: Arc<Shared>, mut pending: Vec<SocketAddr>, stop: Cancella
         }
         wait = (wait * 2).min(SEED_RETRY_MAX);
     }
+}
+
+/// A fresh random epoch for this start, from the operating system's randomness (the same
+/// source the stream's nonces use). Peers only ask "is this id different?", so two starts of one
+/// node collide with probability 2^-64; if the OS has no randomness to give, std's per-process
+/// random hasher keys are the fallback.
+fn random_epoch() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    })
 }
 
 async fn ticker(
