@@ -32,6 +32,7 @@
 //! entry is (counted); (6) nothing received is joined before it is validated.
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use heck_sim::SplitMix64;
 use serde::Serialize;
 
 use crate::causal::{CausalContext, ReplicaId};
@@ -202,15 +203,6 @@ impl<P: std::fmt::Debug, K: Ord + std::fmt::Debug, V: std::fmt::Debug> std::fmt:
     }
 }
 
-/// A tiny deterministic generator for peer choice: the caller passes the randomness in.
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl<P, K, V> Replica<P, K, V>
 where
     P: Ord + Clone,
@@ -345,7 +337,8 @@ where
     /// One round: send deltas (or the full state) to `fanout` random peers, and now and then a
     /// digest; on the very first round, a digest to every peer (the hello that tells them this
     /// is a new replica). `random` is fresh randomness from the driver.
-    pub fn tick(&mut self, mut random: u64) -> Vec<Effect<P, K, V>> {
+    pub fn tick(&mut self, random: u64) -> Vec<Effect<P, K, V>> {
+        let mut random = SplitMix64::new(random);
         self.ticks += 1;
         let mut out = Vec::new();
         let peers: Vec<P> = self.peers.keys().cloned().collect();
@@ -357,7 +350,7 @@ where
             if chosen.len() == self.config.fanout.min(peers.len()) {
                 break;
             }
-            chosen.insert((splitmix(&mut random) % peers.len() as u64) as usize);
+            chosen.insert((random.next_u64() % peers.len() as u64) as usize);
         }
         for i in chosen {
             for msg in self.deltas_for(&peers[i]) {
@@ -373,7 +366,7 @@ where
                 out.push(Effect::Send { to: p.clone(), msg });
             }
         } else if self.ticks.is_multiple_of(self.config.digest_every.max(1)) {
-            let to = peers[(splitmix(&mut random) % peers.len() as u64) as usize].clone();
+            let to = peers[(random.next_u64() % peers.len() as u64) as usize].clone();
             let msg = self.digest_for(&to);
             out.push(Effect::Send { to, msg });
         }

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use heck_crdt::{Config, Delta, Effect, Message, ORMap, Replica, ReplicaId};
-use heck_sim::{Fault, Net, NodeId, Outbox, Process, Rng, Sim};
+use heck_sim::{Fault, Net, NodeId, Outbox, Process, Sim, SplitMix64};
 
 struct Kv {
     replica: Replica<NodeId, String, String>,
@@ -43,7 +43,7 @@ impl Process for Kv {
 /// A random 64-bit epoch per (node, start), as `heck kv` draws one from the OS: no order, no
 /// clock, only "different from before".
 fn epoch(seed: u64, node: NodeId, restarts: u32) -> u64 {
-    let mut r = Rng::new(seed ^ ((node as u64) << 48) ^ (u64::from(restarts) << 20));
+    let mut r = SplitMix64::new(seed ^ ((node as u64) << 48) ^ (u64::from(restarts) << 20));
     r.next_u64()
 }
 
@@ -185,7 +185,7 @@ impl Run {
 
 /// One seeded script; panics with the seed on divergence.
 fn script(seed: u64) {
-    let mut rng = Rng::new(seed);
+    let mut rng = SplitMix64::new(seed);
     let n = 3 + (rng.next_u64() % 2) as usize;
     let mut run = Run::new(seed, n);
     let mut value = 0u64;

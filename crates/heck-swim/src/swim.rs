@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use heck_sim::SplitMix64;
 use serde::Serialize;
 
 use crate::broadcast::{Broadcasts, Invalidates};
@@ -135,7 +136,7 @@ pub struct Swim<A> {
     broadcasts: Broadcasts<Update<A>>,
     payloads: Broadcasts<Payload>,
     awareness: u32,
-    rng: u64,
+    rng: SplitMix64,
     seeds: Vec<A>,
     left: bool,
     stats: Stats,
@@ -173,7 +174,7 @@ impl<A: Clone + PartialEq + Serialize> Swim<A> {
             broadcasts: Broadcasts::new(MAX_QUEUED_UPDATES),
             payloads: Broadcasts::new(MAX_QUEUED_PAYLOADS),
             awareness: 0,
-            rng: seed ^ 0x5357_494d,
+            rng: SplitMix64::new(seed ^ 0x5357_494d),
             seeds: Vec::new(),
             left: false,
             stats: Stats::default(),
@@ -281,11 +282,7 @@ impl<A: Clone + PartialEq + Serialize> Swim<A> {
     }
 
     fn random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
 
     fn jitter(&mut self, d: Duration) -> Duration {
