@@ -41,6 +41,7 @@ pub mod membership;
 pub mod metrics;
 pub mod registry;
 
+pub use api::ApiLimits;
 pub use registry::{Registry, TargetView};
 
 /// Default `max_in_flight`: enough for 10,000 checks/s at 400 ms latency, far below the 20,000
@@ -58,11 +59,14 @@ const EVENT_BUFFER: usize = 1024;
 pub struct NodeConfig {
     /// Where the API listens.
     pub api_addr: SocketAddr,
-    /// If set, `POST`/`DELETE` need `Authorization: Bearer <token>`.
+    /// If set, `POST`/`DELETE` need `Authorization: Bearer <token>`. An empty token is refused
+    /// ([`NodeError::EmptyToken`]): it would otherwise read as "authentication on".
     pub api_token: Option<String>,
+    /// Bounds on API clients: request timeouts, connections, subscribers, shutdown grace.
+    pub api: ApiLimits,
     /// Most checks running at once (split evenly across the check threads).
     pub max_in_flight: usize,
-    /// Check threads (shards); 0 means one per available core.
+    /// Check threads (shards); 0 means one per available core; capped at [`MAX_CHECK_THREADS`].
     pub check_threads: usize,
     /// Defaults that API-added targets are validated against (the config's `[defaults]`).
     pub defaults: Defaults,
@@ -92,6 +96,12 @@ pub enum NodeError {
     /// A check thread or its runtime could not be started.
     #[error("cannot start a check thread: {0}")]
     Thread(std::io::Error),
+    /// The API token is empty.
+    #[error(
+        "the API token is empty: give a token, or unset --api-token and HECK_API_TOKEN to run \
+         without authentication"
+    )]
+    EmptyToken,
     /// Two initial targets share a name.
     #[error("duplicate target name {0:?}")]
     Duplicate(String),
@@ -136,6 +146,9 @@ struct Shared {
     shutdown: CancellationToken,
     prober: Prober,
     members: Option<Arc<membership::MembershipView>>,
+    api_limits: ApiLimits,
+    /// One permit per SSE subscriber (`api_limits.max_subscribers`).
+    subscribers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -165,13 +178,19 @@ pub fn shard_of(key_hash: u64, shards: usize) -> usize {
     ((key_hash >> 32) % shards.max(1) as u64) as usize
 }
 
-/// How many check threads `requested` means: 0 is one per available core.
+/// Most check threads: each is an OS thread with its own runtime, and beyond the cores they only
+/// add switching (`--check-threads 100000` once started 4,099 threads).
+pub const MAX_CHECK_THREADS: usize = 256;
+
+/// How many check threads `requested` means: 0 is one per available core; never more than
+/// [`MAX_CHECK_THREADS`].
 pub fn check_threads(requested: usize) -> usize {
-    if requested > 0 {
+    let n = if requested > 0 {
         requested
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get())
-    }
+    };
+    n.min(MAX_CHECK_THREADS)
 }
 
 /// Wall-clock time since the Unix epoch: the scheduler's time axis (the same on every node).
@@ -188,6 +207,9 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), NodeError> {
+    if config.api_token.as_deref() == Some("") {
+        return Err(NodeError::EmptyToken);
+    }
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
         .map_err(|source| NodeError::Bind {
@@ -225,7 +247,7 @@ pub async fn run(
         events,
         commands,
         defaults: config.defaults,
-        token: config.api_token.filter(|t| !t.is_empty()),
+        token: config.api_token,
         started_at: SystemTime::now(),
         started: Instant::now(),
         in_flight: AtomicUsize::new(0),
@@ -233,6 +255,8 @@ pub async fn run(
         shutdown: shutdown.clone(),
         prober: Prober::new()?,
         members: members.clone(),
+        api_limits: config.api,
+        subscribers: Arc::new(tokio::sync::Semaphore::new(config.api.max_subscribers)),
     });
     {
         let now = SystemTime::now();
@@ -311,9 +335,7 @@ pub async fn run(
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
-    let served = axum::serve(listener, api::router(shared.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let served = api::serve(listener, shared.clone(), shutdown.clone()).await;
     shutdown.cancel();
     for done in drivers {
         // An error means the thread ended without saying so (it panicked): nothing to wait for.
@@ -387,7 +409,7 @@ async fn drive(shard: Shard, mut commands: mpsc::Receiver<Command>) {
             .iter_unordered()
             .filter(|e| shard_of(e.key_hash, count) == index)
         {
-            schedule.insert(e.spec.name.clone(), e.key_hash, e.spec.interval, now);
+            schedule.insert_soon(e.spec.name.clone(), e.key_hash, e.spec.interval, now);
             shortest = shortest.min(e.spec.shortest_interval());
         }
     }
@@ -455,7 +477,7 @@ async fn drive(shard: Shard, mut commands: mpsc::Receiver<Command>) {
                     Command::Schedule(name) => {
                         if let Some(e) = shared.registry().get(&name) {
                             shortest = shortest.min(e.spec.shortest_interval());
-                            schedule.insert(name, e.key_hash, e.spec.interval, now);
+                            schedule.insert_soon(name, e.key_hash, e.spec.interval, now);
                         }
                     }
                     Command::Unschedule(name) => {
@@ -551,5 +573,6 @@ mod tests {
     fn zero_check_threads_means_one_per_core() {
         assert!(check_threads(0) >= 1);
         assert_eq!(check_threads(5), 5);
+        assert_eq!(check_threads(100_000), MAX_CHECK_THREADS);
     }
 }

@@ -13,6 +13,7 @@
 //! | `heck_targets{status}` | gauge | targets per status |
 //! | `heck_transitions_total{to}` | counter | status transitions |
 //! | `heck_events_dropped_total` | counter | events an SSE subscriber missed because it was too slow |
+//! | `heck_api_rejected_total{reason}` | counter | API requests or connections refused to protect the agent: `connections` (over the cap), `subscribers` (SSE, over the cap), `header_timeout`, `body_timeout`, `body_too_large` |
 //!
 //! The three per-target series are not kept as metric objects: at 100,000 targets that was three
 //! label strings, three hash-map entries and three shared cells per target (a third of the
@@ -40,6 +41,11 @@ struct ResultLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -174,6 +180,7 @@ pub struct Metrics {
     targets: Family<StatusLabel, Gauge>,
     transitions: Family<ToLabel, Counter>,
     events_dropped: Counter,
+    api_rejected: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -191,6 +198,7 @@ impl Metrics {
             targets: Family::default(),
             transitions: Family::default(),
             events_dropped: Counter::default(),
+            api_rejected: Family::default(),
             registry: Registry::default(),
             target_registry: targets,
         };
@@ -229,6 +237,11 @@ impl Metrics {
             "heck_events_dropped",
             "Events an SSE subscriber missed because it was too slow",
             m.events_dropped.clone(),
+        );
+        registry.register(
+            "heck_api_rejected",
+            "API connections and requests refused to protect the agent",
+            m.api_rejected.clone(),
         );
         // Export zeroes for every result, so rates work from the first scrape.
         drop(m.checks.get_or_create(&ResultLabel { result: "success" }));
@@ -283,6 +296,13 @@ impl Metrics {
     /// An SSE subscriber missed `n` events.
     pub fn events_dropped(&self, n: u64) {
         self.events_dropped.inc_by(n);
+    }
+
+    /// The API refused a connection or request, for `reason`.
+    pub fn api_rejected(&self, reason: &'static str) {
+        self.api_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// The exposition, a page at a time (what `GET /metrics` streams).
