@@ -54,8 +54,14 @@ pub(crate) fn block_on<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow:
 /// Did `err` come from writing to a closed pipe (`heck status | head -1`)?
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        let kind = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => Some(io.kind()),
+            // `serde_json::to_writer` wraps the write error in its own.
+            None => e
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind),
+        };
+        kind == Some(std::io::ErrorKind::BrokenPipe)
     })
 }
 
