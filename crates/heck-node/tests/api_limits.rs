@@ -300,3 +300,22 @@ fn a_listing_pages_by_name_with_limit_and_after() {
     let (status, body) = parse(&get(node.addr, "/v1/targets?limit=0"));
     assert_eq!(status, 400, "{body}");
 }
+
+#[test]
+fn a_chunked_body_over_the_cap_gets_a_json_413() {
+    let node = start(ApiLimits::default(), 0);
+    // No Content-Length: the cap is found while reading. One 70 KiB chunk.
+    let chunk = "x".repeat(70 * 1024);
+    let answer = exchange(
+        node.addr,
+        &format!(
+            "POST /v1/targets HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+             Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+            chunk.len()
+        ),
+    );
+    let (status, body) = parse(&answer);
+    assert_eq!(status, 413, "{}", &answer[..answer.len().min(300)]);
+    assert!(body["error"].as_str().unwrap().contains("64 KiB"), "{body}");
+    assert_eq!(rejected(node.addr, "body_too_large"), 1);
+}
