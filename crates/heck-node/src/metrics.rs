@@ -106,10 +106,22 @@ const TARGET_FAMILIES: [TargetFamily; 3] = [
 #[derive(Debug)]
 pub struct Pages {
     metrics: Arc<Metrics>,
-    /// 0: node-wide; 1..=3: a target family; 4: EOF; 5: done.
-    part: usize,
+    part: Part,
     /// The last target written in the current family.
     after: Option<TargetName>,
+}
+
+/// Which part of the exposition the next page writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The node-wide metrics (one page).
+    NodeWide,
+    /// The per-target family `TARGET_FAMILIES[i]`, a page of targets at a time.
+    Targets(usize),
+    /// The closing `# EOF`.
+    Eof,
+    /// Nothing left.
+    Done,
 }
 
 impl Iterator for Pages {
@@ -118,7 +130,7 @@ impl Iterator for Pages {
     fn next(&mut self) -> Option<String> {
         let mut out = String::new();
         match self.part {
-            0 => {
+            Part::NodeWide => {
                 if prometheus_client::encoding::text::encode_registry(
                     &mut out,
                     &self.metrics.registry,
@@ -127,10 +139,10 @@ impl Iterator for Pages {
                 {
                     out.push_str("# encoding failed\n");
                 }
-                self.part = 1;
+                self.part = Part::Targets(0);
             }
-            family @ 1..=3 => {
-                let (name, help, value) = TARGET_FAMILIES[family - 1];
+            Part::Targets(family) => {
+                let (name, help, value) = TARGET_FAMILIES[family];
                 if self.after.is_none() {
                     let _ = write!(out, "# HELP {name} {help}.\n# TYPE {name} gauge\n");
                 }
@@ -152,15 +164,19 @@ impl Iterator for Pages {
                     Some(name) => self.after = Some(name),
                     None => {
                         self.after = None;
-                        self.part += 1;
+                        self.part = if family + 1 < TARGET_FAMILIES.len() {
+                            Part::Targets(family + 1)
+                        } else {
+                            Part::Eof
+                        };
                     }
                 }
             }
-            4 => {
+            Part::Eof => {
                 out.push_str("# EOF\n");
-                self.part = 5;
+                self.part = Part::Done;
             }
-            _ => return None,
+            Part::Done => return None,
         }
         Some(out)
     }
@@ -309,7 +325,7 @@ impl Metrics {
     pub fn pages(self: &Arc<Self>) -> Pages {
         Pages {
             metrics: self.clone(),
-            part: 0,
+            part: Part::NodeWide,
             after: None,
         }
     }
