@@ -132,20 +132,35 @@ enum Command {
 /// State shared by the driver and the API handlers.
 #[derive(Debug)]
 struct Shared {
+    /// Every target, its state and last result: written by the drivers (results) and the API
+    /// (add, remove), read by the API and `/metrics`. A std mutex, never held across an await.
     registry: Arc<Mutex<Registry>>,
+    /// The node-wide metrics; the per-target series are read from `registry` when scraped.
     metrics: Arc<metrics::Metrics>,
+    /// Status transitions to SSE subscribers; each has its own bounded buffer.
     events: broadcast::Sender<Event>,
-    /// One per shard: index with [`shard_of`].
+    /// To each shard's driver, the targets the API added or removed. One per shard: index with
+    /// [`shard_of`].
     commands: Vec<mpsc::Sender<Command>>,
+    /// What API-added targets are validated against (the config's `[defaults]`).
     defaults: Defaults,
+    /// If set, POST and DELETE need it as a bearer token (never empty: refused at start).
     token: Option<String>,
+    /// Wall-clock start, for `/v1/node`'s `started_at`.
     started_at: SystemTime,
+    /// Monotonic start, for the uptime (immune to wall-clock jumps).
     started: Instant,
+    /// Checks running now over all shards, for `/v1/node` and the gauge.
     in_flight: AtomicUsize,
+    /// The bound on `in_flight`, as configured (shown by `/v1/node`).
     max_in_flight: usize,
+    /// Cancelled when the agent stops: drivers drain, SSE streams end, the API closes.
     shutdown: CancellationToken,
+    /// Runs checks; holds the keep-alive pool, so a removed target's connection is forgotten.
     prober: Prober,
+    /// Cluster membership as the gossip task sees it, when the agent gossips.
     members: Option<Arc<membership::MembershipView>>,
+    /// Bounds on API clients.
     api_limits: ApiLimits,
     /// One permit per SSE subscriber (`api_limits.max_subscribers`).
     subscribers: Arc<tokio::sync::Semaphore>,
@@ -387,149 +402,215 @@ struct Shard {
     max_in_flight: usize,
 }
 
-/// The check driver of one shard: the only owner of that shard's schedule.
+/// Run one shard's driver until shutdown (and the drain after it) ends.
 async fn drive(shard: Shard, mut commands: mpsc::Receiver<Command>) {
-    let Shard {
-        shared,
-        index,
-        count,
-        max_in_flight: max,
-    } = shard;
-    let mut schedule: Schedule<TargetName> = Schedule::new();
-    // The shortest interval this shard has scheduled: bounds how early a check may start.
-    let mut shortest = Duration::MAX;
-    let (results_tx, mut results) = mpsc::channel::<CheckResult>(max);
-    let mut in_flight = 0usize;
-    {
-        let now = wall();
-        let reg = shared.registry();
-        // This shard's share, with 10% to spare for the hash's unevenness.
-        schedule.reserve(reg.len() / count + reg.len() / count / 10);
-        for e in reg
-            .iter_unordered()
-            .filter(|e| shard_of(e.key_hash, count) == index)
-        {
-            schedule.insert_soon(e.spec.name.clone(), e.key_hash, e.spec.interval, now);
-            shortest = shortest.min(e.spec.shortest_interval());
-        }
-    }
-    let mut draining: Option<tokio::time::Instant> = None;
+    let (mut driver, mut results) = ShardDriver::new(shard);
     loop {
-        if draining.is_none() && in_flight < max {
-            let now = wall();
-            let early = coalescing_window(shortest);
-            let room = (max - in_flight).min(COALESCE_BATCH);
-            for (name, due) in schedule.pop_due(now + early, room) {
-                let Some((spec, key_hash, generation)) = shared
-                    .registry()
-                    .get(&name)
-                    .map(|e| (e.spec.clone(), e.key_hash, e.generation))
-                else {
-                    continue;
-                };
-                // An early start (inside the coalescing window) is no lag.
-                shared.metrics.lag(now.saturating_sub(due).as_secs_f64());
-                in_flight += 1;
-                shared.in_flight.fetch_add(1, Ordering::Relaxed);
-                let tx = results_tx.clone();
-                let prober = shared.prober.clone();
-                tokio::spawn(async move {
-                    let at = SystemTime::now();
-                    let outcome = prober.probe(&spec).await;
-                    // Capacity is max_in_flight and at most that many checks run: never blocks.
-                    let _ = tx
-                        .send(CheckResult {
-                            name,
-                            spec,
-                            key_hash,
-                            generation,
-                            due,
-                            at,
-                            outcome,
-                        })
-                        .await;
-                });
-            }
-            shared
-                .metrics
-                .in_flight(shared.in_flight.load(Ordering::Relaxed));
-        }
-        if draining.is_some() && in_flight == 0 {
+        driver.start_due();
+        if driver.drained() {
             break;
         }
-        let sleep_for = (draining.is_none() && in_flight < max)
-            .then(|| schedule.next_deadline())
-            .flatten()
-            .map(|d| d.saturating_sub(wall()));
+        let sleep_for = driver.sleep_for();
+        let draining = driver.draining;
         tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled(), if draining.is_none() => {
-                draining = Some(tokio::time::Instant::now() + DRAIN);
-            }
-            Some(result) = results.recv() => {
-                in_flight -= 1;
-                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-                apply(&shared, &mut schedule, result);
-            }
-            Some(command) = commands.recv() => {
-                let now = wall();
-                match command {
-                    Command::Schedule(name) => {
-                        if let Some(e) = shared.registry().get(&name) {
-                            shortest = shortest.min(e.spec.shortest_interval());
-                            schedule.insert_soon(name, e.key_hash, e.spec.interval, now);
-                        }
-                    }
-                    Command::Unschedule(name) => {
-                        schedule.remove(&name);
-                    }
-                }
-            }
+            _ = driver.shared.shutdown.cancelled(), if draining.is_none() => driver.begin_drain(),
+            Some(result) = results.recv() => driver.on_result(result),
+            Some(command) = commands.recv() => driver.on_command(command),
             _ = tokio::time::sleep(sleep_for.unwrap_or_default()), if sleep_for.is_some() => {}
             _ = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => {
-                tracing::warn!(in_flight, "shutdown: giving up on checks still running");
+                tracing::warn!(in_flight = driver.in_flight, "shutdown: giving up on checks still running");
                 break;
             }
         }
     }
-    // Checks given up on at shutdown no longer count.
-    shared.in_flight.fetch_sub(in_flight, Ordering::Relaxed);
-    shared
-        .metrics
-        .in_flight(shared.in_flight.load(Ordering::Relaxed));
+    driver.finish();
 }
 
-/// Apply one result: rise/fall, metrics, events, and the next due time.
-fn apply(shared: &Shared, schedule: &mut Schedule<TargetName>, r: CheckResult) {
-    let mut reg = shared.registry();
-    let name = r.name;
-    let detail = r.outcome.detail.clone();
-    shared.metrics.observe_check(&r.outcome);
-    let Some((transition, failing)) = reg.record(&name, r.generation, r.at, r.outcome) else {
-        return; // removed or replaced while the check ran
-    };
-    // Same generation, so `r.spec` is the registry's spec.
-    let interval = r.spec.next_interval(failing);
-    let rescheduled = schedule.reschedule(name.clone(), r.key_hash, r.due, interval, wall());
-    if rescheduled.skipped > 0 {
-        shared.metrics.skipped(rescheduled.skipped);
+/// The check driver of one shard: the only owner of that shard's schedule. It starts due checks
+/// while its share of `max_in_flight` allows, applies their results, and (un)schedules what the
+/// API adds or removes. Each field says why it is here.
+struct ShardDriver {
+    /// The registry, metrics, events, prober and shutdown token, shared with the API.
+    shared: Arc<Shared>,
+    /// This shard's targets and when each is due; a popped target is in flight until its
+    /// result reschedules it.
+    schedule: Schedule<TargetName>,
+    /// The shortest interval scheduled here: bounds how early a check may start (coalescing).
+    shortest: Duration,
+    /// This shard's share of `max_in_flight`: at most this many of its checks run at once.
+    max_in_flight: usize,
+    /// This shard's checks running now.
+    in_flight: usize,
+    /// Where probe tasks send their results. Its capacity is `max_in_flight`, so a probe task
+    /// never waits on a send.
+    results_tx: mpsc::Sender<CheckResult>,
+    /// Once shutdown began: when the driver gives up on checks still running.
+    draining: Option<tokio::time::Instant>,
+}
+
+impl ShardDriver {
+    /// A driver for `shard`, with every target of the shard scheduled for a first check within a
+    /// second; and the receiving end of its results.
+    fn new(shard: Shard) -> (ShardDriver, mpsc::Receiver<CheckResult>) {
+        let (results_tx, results) = mpsc::channel::<CheckResult>(shard.max_in_flight);
+        let mut schedule: Schedule<TargetName> = Schedule::new();
+        let mut shortest = Duration::MAX;
+        {
+            let now = wall();
+            let reg = shard.shared.registry();
+            let count = shard.count;
+            // This shard's share, with 10% to spare for the hash's unevenness.
+            schedule.reserve(reg.len() / count + reg.len() / count / 10);
+            for e in reg
+                .iter_unordered()
+                .filter(|e| shard_of(e.key_hash, count) == shard.index)
+            {
+                schedule.insert_soon(e.spec.name.clone(), e.key_hash, e.spec.interval, now);
+                shortest = shortest.min(e.spec.shortest_interval());
+            }
+        }
+        let driver = ShardDriver {
+            shared: shard.shared,
+            schedule,
+            shortest,
+            max_in_flight: shard.max_in_flight,
+            in_flight: 0,
+            results_tx,
+            draining: None,
+        };
+        (driver, results)
     }
-    if let Some(t) = transition {
-        shared.metrics.transition(t.to);
-        shared.metrics.targets(reg.counts());
-        tracing::info!(target = %name, from = %t.from, to = %t.to, "status changed");
-        // No subscriber is not an error.
-        let _ = shared.events.send(Event {
-            target: name.to_string(),
-            from: t.from,
-            to: t.to,
-            at: registry::rfc3339(t.at),
-            detail: if t.to == Status::Unhealthy {
-                detail
-            } else {
-                None
-            },
-        });
+
+    /// Start the checks due now (or within the coalescing window), as many as the in-flight
+    /// share allows and at most [`COALESCE_BATCH`]; none once draining.
+    fn start_due(&mut self) {
+        if self.draining.is_some() || self.in_flight >= self.max_in_flight {
+            return;
+        }
+        let shared = &self.shared;
+        let now = wall();
+        let early = coalescing_window(self.shortest);
+        let room = (self.max_in_flight - self.in_flight).min(COALESCE_BATCH);
+        for (name, due) in self.schedule.pop_due(now + early, room) {
+            let Some((spec, key_hash, generation)) = shared
+                .registry()
+                .get(&name)
+                .map(|e| (e.spec.clone(), e.key_hash, e.generation))
+            else {
+                continue;
+            };
+            // An early start (inside the coalescing window) is no lag.
+            shared.metrics.lag(now.saturating_sub(due).as_secs_f64());
+            self.in_flight += 1;
+            shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            let tx = self.results_tx.clone();
+            let prober = shared.prober.clone();
+            tokio::spawn(async move {
+                let at = SystemTime::now();
+                let outcome = prober.probe(&spec).await;
+                // Capacity is max_in_flight and at most that many checks run: never blocks.
+                let _ = tx
+                    .send(CheckResult {
+                        name,
+                        spec,
+                        key_hash,
+                        generation,
+                        due,
+                        at,
+                        outcome,
+                    })
+                    .await;
+            });
+        }
+        shared
+            .metrics
+            .in_flight(shared.in_flight.load(Ordering::Relaxed));
+    }
+
+    /// How long to sleep until the next check is due; `None` when nothing is scheduled, the
+    /// in-flight share is full (a result wakes the driver) or the driver is draining.
+    fn sleep_for(&self) -> Option<Duration> {
+        (self.draining.is_none() && self.in_flight < self.max_in_flight)
+            .then(|| self.schedule.next_deadline())
+            .flatten()
+            .map(|d| d.saturating_sub(wall()))
+    }
+
+    /// Shutdown began: start no more checks, wait at most [`DRAIN`] for the running ones.
+    fn begin_drain(&mut self) {
+        self.draining = Some(tokio::time::Instant::now() + DRAIN);
+    }
+
+    /// Draining and nothing left running?
+    fn drained(&self) -> bool {
+        self.draining.is_some() && self.in_flight == 0
+    }
+
+    /// The API added or removed a target of this shard.
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Schedule(name) => {
+                if let Some(e) = self.shared.registry().get(&name) {
+                    self.shortest = self.shortest.min(e.spec.shortest_interval());
+                    self.schedule
+                        .insert_soon(name, e.key_hash, e.spec.interval, wall());
+                }
+            }
+            Command::Unschedule(name) => {
+                self.schedule.remove(&name);
+            }
+        }
+    }
+
+    /// A check finished: rise/fall, metrics, events, and the target's next due time.
+    fn on_result(&mut self, r: CheckResult) {
+        self.in_flight -= 1;
+        let shared = &self.shared;
+        shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let mut reg = shared.registry();
+        let name = r.name;
+        let detail = r.outcome.detail.clone();
+        shared.metrics.observe_check(&r.outcome);
+        let Some((transition, failing)) = reg.record(&name, r.generation, r.at, r.outcome) else {
+            return; // removed or replaced while the check ran
+        };
+        // Same generation, so `r.spec` is the registry's spec.
+        let interval = r.spec.next_interval(failing);
+        let rescheduled =
+            self.schedule
+                .reschedule(name.clone(), r.key_hash, r.due, interval, wall());
+        if rescheduled.skipped > 0 {
+            shared.metrics.skipped(rescheduled.skipped);
+        }
+        if let Some(t) = transition {
+            shared.metrics.transition(t.to);
+            shared.metrics.targets(reg.counts());
+            tracing::info!(target = %name, from = %t.from, to = %t.to, "status changed");
+            // No subscriber is not an error.
+            let _ = shared.events.send(Event {
+                target: name.to_string(),
+                from: t.from,
+                to: t.to,
+                at: registry::rfc3339(t.at),
+                detail: if t.to == Status::Unhealthy {
+                    detail
+                } else {
+                    None
+                },
+            });
+        }
+    }
+
+    /// The driver stops: checks given up on at shutdown no longer count as in flight.
+    fn finish(self) {
+        let shared = &self.shared;
+        shared
+            .in_flight
+            .fetch_sub(self.in_flight, Ordering::Relaxed);
+        shared
+            .metrics
+            .in_flight(shared.in_flight.load(Ordering::Relaxed));
     }
 }
 
