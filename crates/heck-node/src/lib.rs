@@ -215,8 +215,10 @@ fn wall() -> Duration {
         .unwrap_or_default()
 }
 
-/// Run the agent until `shutdown` is cancelled: bind the API, schedule every target, serve.
-/// `ready` (if given) receives the bound address once the API accepts connections.
+/// Run the agent until `shutdown` is cancelled. `ready` (if given) receives the bound address
+/// once the API accepts connections. In order: bind the API (and gossip) sockets, build the
+/// shared state, [`load_targets`], [`start_shards`], start membership, serve the API
+/// ([`api::serve`], which closes its connections within the grace period), [`stop_shards`].
 pub async fn run(
     config: NodeConfig,
     shutdown: CancellationToken,
@@ -273,67 +275,8 @@ pub async fn run(
         api_limits: config.api,
         subscribers: Arc::new(tokio::sync::Semaphore::new(config.api.max_subscribers)),
     });
-    {
-        let now = SystemTime::now();
-        let mut reg = shared.registry();
-        reg.reserve(config.targets.len());
-        for spec in config.targets {
-            if reg.get(&spec.name).is_some() {
-                return Err(NodeError::Duplicate(spec.name.to_string()));
-            }
-            let _ = reg.add(spec, now);
-        }
-        shared.metrics.targets(reg.counts());
-    }
-
-    // Each shard gets an even share of max_in_flight (at least one; shards <= max_in_flight).
-    let per_shard = (max_in_flight / shards).max(1);
-    let mut drivers = Vec::with_capacity(shards);
-    for (index, command_rx) in command_rxs.into_iter().enumerate() {
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let shard = Shard {
-            shared: shared.clone(),
-            index,
-            count: shards,
-            max_in_flight: per_shard,
-        };
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        let spawned = std::thread::Builder::new()
-            .name(format!("heck-check-{index}"))
-            .spawn(move || {
-                // Built (and dropped) on its own thread: tokio forbids dropping a runtime
-                // inside another runtime's async context.
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = started_tx.send(Ok(()));
-                runtime.block_on(drive(shard, command_rx));
-                drop(runtime);
-                let _ = done_tx.send(());
-            });
-        let started = match spawned {
-            Ok(_) => started_rx
-                .await
-                .unwrap_or_else(|_| Err(std::io::Error::other("check thread died at start"))),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = started {
-            // Stop the shards already running before reporting.
-            shutdown.cancel();
-            for done in drivers {
-                let _ = done.await;
-            }
-            return Err(NodeError::Thread(e));
-        }
-        drivers.push(done_rx);
-    }
+    load_targets(&shared, config.targets)?;
+    let drivers = start_shards(&shared, command_rxs, max_in_flight).await?;
     let gossiper = match (config.membership, gossip, members) {
         (Some(m), Some(socket), Some(view)) => {
             tracing::info!(node = %m.node_name, gossip = %m.gossip_addr, "membership on");
@@ -352,14 +295,100 @@ pub async fn run(
     }
     let served = api::serve(listener, shared.clone(), shutdown.clone()).await;
     shutdown.cancel();
-    for done in drivers {
-        // An error means the thread ended without saying so (it panicked): nothing to wait for.
-        let _ = done.await;
-    }
+    stop_shards(drivers).await;
     if let Some(g) = gossiper {
         let _ = g.await;
     }
     served.map_err(NodeError::Serve)
+}
+
+/// Put the initial targets into the registry, unknown since now; a duplicate name is an error.
+fn load_targets(shared: &Shared, targets: Vec<TargetSpec>) -> Result<(), NodeError> {
+    let now = SystemTime::now();
+    let mut reg = shared.registry();
+    reg.reserve(targets.len());
+    for spec in targets {
+        if reg.get(&spec.name).is_some() {
+            return Err(NodeError::Duplicate(spec.name.to_string()));
+        }
+        let _ = reg.add(spec, now);
+    }
+    shared.metrics.targets(reg.counts());
+    Ok(())
+}
+
+/// A running shard: resolved when its thread has finished (or died).
+type ShardDone = tokio::sync::oneshot::Receiver<()>;
+
+/// Start one check thread per command receiver, each driving its shard with an even share of
+/// `max_in_flight`. If one cannot start, the ones already running are stopped first.
+async fn start_shards(
+    shared: &Arc<Shared>,
+    command_rxs: Vec<mpsc::Receiver<Command>>,
+    max_in_flight: usize,
+) -> Result<Vec<ShardDone>, NodeError> {
+    let shards = command_rxs.len();
+    // Each shard gets an even share of max_in_flight (at least one; shards <= max_in_flight).
+    let per_shard = (max_in_flight / shards.max(1)).max(1);
+    let mut drivers = Vec::with_capacity(shards);
+    for (index, command_rx) in command_rxs.into_iter().enumerate() {
+        let shard = Shard {
+            shared: shared.clone(),
+            index,
+            count: shards,
+            max_in_flight: per_shard,
+        };
+        match start_shard(shard, command_rx).await {
+            Ok(done) => drivers.push(done),
+            Err(e) => {
+                shared.shutdown.cancel();
+                stop_shards(drivers).await;
+                return Err(NodeError::Thread(e));
+            }
+        }
+    }
+    Ok(drivers)
+}
+
+/// Start `shard`'s thread, with its own single-threaded runtime; returns once the runtime runs.
+async fn start_shard(
+    shard: Shard,
+    command_rx: mpsc::Receiver<Command>,
+) -> std::io::Result<ShardDone> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("heck-check-{}", shard.index))
+        .spawn(move || {
+            // Built (and dropped) on its own thread: tokio forbids dropping a runtime
+            // inside another runtime's async context.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = started_tx.send(Ok(()));
+            runtime.block_on(drive(shard, command_rx));
+            drop(runtime);
+            let _ = done_tx.send(());
+        })?;
+    started_rx
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("check thread died at start")))?;
+    Ok(done_rx)
+}
+
+/// Wait for every shard to finish (after `shutdown` was cancelled).
+async fn stop_shards(drivers: Vec<ShardDone>) {
+    for done in drivers {
+        // An error means the thread ended without saying so (it panicked): nothing to wait for.
+        let _ = done.await;
+    }
 }
 
 /// One finished check.
