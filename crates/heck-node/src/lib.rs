@@ -217,8 +217,8 @@ fn wall() -> Duration {
 
 /// Run the agent until `shutdown` is cancelled. `ready` (if given) receives the bound address
 /// once the API accepts connections. In order: bind the API (and gossip) sockets, build the
-/// shared state, [`load_targets`], [`start_shards`], start membership, serve the API
-/// ([`api::serve`], which closes its connections within the grace period), [`stop_shards`].
+/// shared state, `load_targets`, `start_shards`, start membership, serve the API
+/// (`api::serve`, which closes its connections within the grace period), `stop_shards`.
 pub async fn run(
     config: NodeConfig,
     shutdown: CancellationToken,
