@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use heck_node::{DEFAULT_API_ADDR, DEFAULT_MAX_IN_FLIGHT, NodeConfig};
+use heck_node::{
+    ApiLimits, DEFAULT_API_ADDR, DEFAULT_MAX_IN_FLIGHT, MAX_CHECK_THREADS, NodeConfig,
+};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
@@ -15,16 +17,21 @@ pub struct Args {
     /// API address; overrides `[agent] api_addr`. Default 127.0.0.1:7070.
     #[arg(long)]
     api_addr: Option<SocketAddr>,
-    /// Require `Authorization: Bearer TOKEN` on write endpoints (POST/DELETE).
+    /// Require `Authorization: Bearer TOKEN` on write endpoints (POST/DELETE). An empty token is
+    /// refused (leave the flag and HECK_API_TOKEN unset to run without one).
     #[arg(long, env = "HECK_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
     /// Most checks running at once (1..=16384); overrides `[agent] max_in_flight`. Default 4096.
     #[arg(long)]
     max_in_flight: Option<usize>,
     /// Threads that run checks, each owning the targets whose name hashes to it (0: one per
-    /// core). One thread is cheapest per check; add threads when lag grows.
-    #[arg(long, default_value_t = 0)]
-    check_threads: usize,
+    /// core; at most 256). One thread is cheapest per check; add threads when lag grows.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u16).range(0..=MAX_CHECK_THREADS as i64),
+    )]
+    check_threads: u16,
     /// Join a cluster: gossip (SWIM over UDP, the stream transport over TCP) bound to this
     /// address and port. Without it the agent runs alone.
     #[arg(long)]
@@ -56,6 +63,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.api_token.as_deref() == Some("") {
+        anyhow::bail!(
+            "--api-token (or HECK_API_TOKEN) is empty: that would not protect anything. Give a \
+             token, or unset both to run without authentication"
+        );
+    }
     let config = heck_config::load(&args.config)?;
     let max_in_flight = args
         .max_in_flight
@@ -114,8 +127,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let node = NodeConfig {
         api_addr,
         api_token: args.api_token,
+        api: ApiLimits::default(),
         max_in_flight,
-        check_threads: args.check_threads,
+        check_threads: usize::from(args.check_threads),
         defaults: config.defaults,
         targets: config.targets,
         membership,
