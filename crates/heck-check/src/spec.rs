@@ -447,9 +447,20 @@ pub struct TargetSpec {
     pub keep_alive: bool,
     /// HTTPS: accept any certificate.
     pub tls_skip_verify: bool,
-    /// HTTPS: trust this PEM bundle instead of the webpki roots (unused with `tls_skip_verify`).
+    /// HTTPS: a CA bundle and/or a server name, when set. Boxed: most targets have neither, and
+    /// a spec lives per target (8 bytes each instead of 48 at 100,000 targets).
+    #[serde(flatten)]
+    pub tls: Option<Box<TlsOverrides>>,
+}
+
+/// The rarely set TLS settings of an https target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TlsOverrides {
+    /// Trust this PEM bundle instead of the webpki roots (never with `tls_skip_verify`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<PathBuf>,
-    /// HTTPS: SNI and verification name, when not the URL's host.
+    /// SNI and verification name, when not the URL's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_server_name: Option<String>,
 }
 
@@ -484,6 +495,16 @@ impl TargetSpec {
         self.url.path().trim_start_matches('/')
     }
 
+    /// HTTPS: the CA bundle to verify with, if any.
+    pub fn tls_ca_file(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref()?.tls_ca_file.as_deref()
+    }
+
+    /// HTTPS: the name to send in SNI and verify the certificate for, if not the URL's host.
+    pub fn tls_server_name(&self) -> Option<&str> {
+        self.tls.as_ref()?.tls_server_name.as_deref()
+    }
+
     /// The raw form as shown (for `GET /v1/targets/{name}`): credentials in the URL are
     /// redacted, so it resolves back to this spec exactly when the URL has none. For a form that
     /// keeps them (writing a config, handing a target to another node), see
@@ -511,8 +532,8 @@ impl TargetSpec {
             body_contains: self.body_contains.clone(),
             keep_alive: self.kind.is_http().then_some(self.keep_alive),
             tls_skip_verify: https.then_some(self.tls_skip_verify),
-            tls_ca_file: self.tls_ca_file.clone(),
-            tls_server_name: self.tls_server_name.clone(),
+            tls_ca_file: self.tls_ca_file().map(Into::into),
+            tls_server_name: self.tls_server_name().map(Into::into),
         }
     }
 }
@@ -806,6 +827,17 @@ impl TargetInput {
                 .tls_skip_verify
                 .or(defaults.tls_skip_verify)
                 .unwrap_or(false);
+        let tls = TlsOverrides {
+            // Inherited from [defaults] by a target that skips verification: moot, so dropped.
+            tls_ca_file: self
+                .tls_ca_file
+                .as_ref()
+                .or(defaults.tls_ca_file.as_ref())
+                .filter(|_| https && !tls_skip_verify)
+                .cloned(),
+            tls_server_name: self.tls_server_name.clone(),
+        };
+        let tls = (tls != TlsOverrides::default()).then(|| Box::new(tls));
         Ok(TargetSpec {
             name,
             url: TargetUrl(url),
@@ -818,14 +850,7 @@ impl TargetInput {
             body_contains: self.body_contains.clone(),
             keep_alive: kind.is_http() && self.keep_alive.or(defaults.keep_alive).unwrap_or(false),
             tls_skip_verify,
-            // Inherited from [defaults] by a target that skips verification: moot, so dropped.
-            tls_ca_file: self
-                .tls_ca_file
-                .as_ref()
-                .or(defaults.tls_ca_file.as_ref())
-                .filter(|_| https && !tls_skip_verify)
-                .cloned(),
-            tls_server_name: self.tls_server_name.clone(),
+            tls,
         })
     }
 }
@@ -1074,15 +1099,15 @@ mod tests {
             input("a", "http://h/")
                 .resolve(&defaults)
                 .unwrap()
-                .tls_ca_file,
+                .tls_ca_file(),
             None
         );
         assert_eq!(
             input("a", "https://h/")
                 .resolve(&defaults)
                 .unwrap()
-                .tls_ca_file,
-            Some("/etc/ca.pem".into())
+                .tls_ca_file(),
+            Some(std::path::Path::new("/etc/ca.pem"))
         );
     }
 
@@ -1102,7 +1127,7 @@ mod tests {
         };
         let mut t = input("a", "https://h/");
         t.tls_skip_verify = Some(true);
-        assert_eq!(t.resolve(&defaults).unwrap().tls_ca_file, None);
+        assert_eq!(t.resolve(&defaults).unwrap().tls_ca_file(), None);
     }
 
     #[test]

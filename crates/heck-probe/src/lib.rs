@@ -407,7 +407,7 @@ impl Prober {
         let tcp = connect_tcp(host, port, progress, deadline).await?;
         let io: Box<dyn Io> = if spec.kind == ProbeKind::Https {
             let connector = self.connector(spec)?;
-            let sni = spec.tls_server_name.as_deref().unwrap_or(host);
+            let sni = spec.tls_server_name().unwrap_or(host);
             let name = rustls::pki_types::ServerName::try_from(
                 sni.trim_matches(['[', ']']).to_string(),
             )
@@ -436,7 +436,7 @@ impl Prober {
 /// The CA bundle a spec verifies with, if any.
 fn ca_file_of(spec: &TargetSpec) -> Option<&Path> {
     (spec.kind == ProbeKind::Https && !spec.tls_skip_verify)
-        .then_some(spec.tls_ca_file.as_deref())
+        .then(|| spec.tls_ca_file())
         .flatten()
 }
 

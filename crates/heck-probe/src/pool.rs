@@ -47,8 +47,8 @@ impl PoolKey {
             port: spec.url.port_or_known_default().unwrap_or(0),
             tls: (spec.kind == ProbeKind::Https).then(|| TlsKey {
                 skip_verify: spec.tls_skip_verify,
-                ca_file: spec.tls_ca_file.clone(),
-                server_name: spec.tls_server_name.clone(),
+                ca_file: spec.tls_ca_file().map(Into::into),
+                server_name: spec.tls_server_name().map(Into::into),
             }),
         }
     }
