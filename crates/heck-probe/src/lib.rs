@@ -814,19 +814,33 @@ mod tests {
         assert_eq!(chain(&ends), "cannot read: Is a directory (os error 21)");
     }
 
+    /// A loopback listener on a random port below the ephemeral range (CONTRIBUTING).
+    async fn listener() -> tokio::net::TcpListener {
+        let seed = u64::from(std::process::id()).wrapping_mul(7919)
+            ^ u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos(),
+            );
+        for attempt in 0..200u64 {
+            let port = 10_000 + ((seed + attempt * 104_729) % 22_000) as u16;
+            if let Ok(l) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                return l;
+            }
+        }
+        panic!("no free port in 10000..32000");
+    }
+
     async fn free_addr() -> SocketAddr {
         // Bound then dropped: nothing listens there now.
-        tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
+        listener().await.local_addr().unwrap()
     }
 
     #[tokio::test]
     async fn every_address_of_a_name_is_tried_in_turn() {
         let closed = free_addr().await;
-        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let stream = connect_any(&[closed, open.local_addr().unwrap()], deadline)
             .await
