@@ -501,12 +501,13 @@ async fn remove_target(
     authorize(&shared, &headers)?;
     let Path(name) = path?;
     let key = TargetName::new(name.clone()).map_err(|_| not_found(&name))?;
-    {
+    let removed = {
         let mut reg = shared.registry();
-        reg.remove(&key).ok_or_else(|| not_found(&name))?;
+        let entry = reg.remove(&key).ok_or_else(|| not_found(&name))?;
         shared.metrics.targets(reg.counts());
-    }
-    shared.prober.forget(&key);
+        entry.spec
+    };
+    shared.prober.forget(&removed);
     // If the driver is gone we are shutting down; the target is already out of the registry.
     let _ = shared.command(Command::Unschedule(key)).await;
     Ok(StatusCode::NO_CONTENT)

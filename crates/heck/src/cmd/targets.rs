@@ -107,6 +107,7 @@ impl AddArgs {
             body_contains: self.body_contains.clone(),
             keep_alive: self.keep_alive.then_some(true),
             tls_skip_verify: self.tls_skip_verify.then_some(true),
+            ..TargetInput::default()
         })
     }
 }
