@@ -466,6 +466,12 @@ async fn add_target(
     let spec = input
         .resolve(&shared.defaults)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    // What the config loader checks at load (a readable PEM bundle for `tls_ca_file`), the API
+    // checks before adding, so a bad target is a 400 now rather than a failing check later.
+    shared
+        .prober
+        .prepare(&spec)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let name = spec.name.clone();
     let view = {
         let mut reg = shared.registry();

@@ -329,6 +329,20 @@ fn a_target_added_through_the_api_gets_checked_and_the_token_is_enforced() {
     );
     assert_eq!(status, 400);
     assert!(body.contains("\"error\""), "{body}");
+    // A CA bundle that cannot be read is refused when the target is added, not discovered as
+    // a failing check later; nothing is added.
+    let no_ca = "{\"name\":\"private\",\"url\":\"https://127.0.0.1:1/\",\"tls_ca_file\":\"/nonexistent/ca.pem\"}";
+    let (status, body) = http(
+        agent.addr,
+        "POST",
+        "/v1/targets",
+        Some(no_ca),
+        Some("s3cret"),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("ca.pem"), "{body}");
+    let (status, _) = http(agent.addr, "GET", "/v1/targets/private", None, None);
+    assert_eq!(status, 404);
 
     let (status, _) = http(agent.addr, "DELETE", "/v1/targets/added", None, None);
     assert_eq!(status, 401);
