@@ -160,6 +160,13 @@ pub struct Sockets {
     tcp: TcpListener,
 }
 
+impl Sockets {
+    /// The address both are bound to (with the port the system chose for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.udp.local_addr()
+    }
+}
+
 /// Bind the gossip sockets (so a bad address fails before anything starts): UDP first, then
 /// TCP on the port UDP got (so port 0 works in tests).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<Sockets> {
