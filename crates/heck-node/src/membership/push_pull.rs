@@ -346,3 +346,132 @@ mod tests {
         assert_eq!(decode_reply(&huge, "a"), Err(Refused::Malformed));
     }
 }
+
+/// The serving side against a real member loop, with a test peer on the stream.
+#[cfg(test)]
+mod serve_tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+
+    use heck_stream::{Channel, Peer, Stream};
+    use heck_swim::{Keyring, Member, PushPullState, State};
+    use tokio_util::sync::CancellationToken;
+
+    use super::Request;
+    use crate::membership::{self, MembershipConfig, MembershipView};
+
+    fn keyring() -> Keyring {
+        Keyring::new("serve-test", &[[7; 32]])
+    }
+
+    /// A stream endpoint named `name` that gives up on a request after ~2 s.
+    async fn peer(name: &str, shutdown: &CancellationToken) -> Stream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut config = heck_stream::Config::new(name, addr);
+        config.dial_timeout = std::time::Duration::from_secs(1);
+        config.io_timeout = std::time::Duration::from_secs(1);
+        config.idle_timeout = std::time::Duration::from_secs(1);
+        Stream::start(config, keyring(), listener, shutdown.clone())
+            .unwrap()
+            .0
+    }
+
+    fn state(from: &str, addr: std::net::SocketAddr) -> PushPullState<std::net::SocketAddr> {
+        PushPullState {
+            from: from.into(),
+            members: vec![Member {
+                name: from.into(),
+                addr,
+                incarnation: 1,
+                state: State::Alive,
+            }],
+        }
+    }
+
+    async fn eventually(mut f: impl FnMut() -> bool) -> bool {
+        for _ in 0..200 {
+            if f() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_member_answers_with_its_state_before_the_merge_and_drops_forged_or_malformed_states()
+    {
+        let shutdown = CancellationToken::new();
+        let sockets = membership::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = sockets.local_addr().unwrap();
+        let view = Arc::new(MembershipView::default());
+        let config = MembershipConfig {
+            node_name: "a".into(),
+            gossip_addr: addr,
+            advertise_addr: addr,
+            join: vec![],
+            swim: heck_swim::Config::fast(),
+            keyring: keyring(),
+        };
+        let task = tokio::spawn(membership::run(
+            config,
+            sockets,
+            view.clone(),
+            shutdown.clone(),
+        ));
+        let mallory = peer("mallory", &shutdown).await;
+        let a = Peer {
+            name: "a".into(),
+            addr,
+        };
+        let me = mallory.local().addr;
+
+        // Garbage: dropped, counted, no answer.
+        let garbage = mallory.request(&a, Channel::PushPull, vec![0xff; 64]).await;
+        assert!(garbage.is_err());
+        assert!(eventually(|| view.push_pull_stats().malformed == 1).await);
+
+        // A state that claims another sender than the handshake's: dropped, never merged.
+        let forged = postcard::to_allocvec(&Request {
+            join: false,
+            state: state("bob", me),
+        })
+        .unwrap();
+        assert!(
+            mallory
+                .request(&a, Channel::PushPull, forged)
+                .await
+                .is_err()
+        );
+        assert!(eventually(|| view.push_pull_stats().wrong_sender == 1).await);
+        assert!(view.members().iter().all(|m| m.name != "bob"));
+
+        // An honest join push-pull: the reply is `a`'s state before it merged ours.
+        let honest = postcard::to_allocvec(&Request {
+            join: true,
+            state: state("mallory", me),
+        })
+        .unwrap();
+        let reply = mallory
+            .request(&a, Channel::PushPull, honest)
+            .await
+            .unwrap();
+        let reply: PushPullState<std::net::SocketAddr> = postcard::from_bytes(&reply).unwrap();
+        assert_eq!(reply.from, "a");
+        let names: Vec<&str> = reply.members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["a"]);
+        assert!(eventually(|| view.members().iter().any(|m| m.name == "mallory")).await);
+        let stats = view.push_pull_stats();
+        assert_eq!((stats.served, stats.reply_failed), (1, 0));
+        assert_eq!(view.swim_stats().join_push_pulls, 1);
+
+        shutdown.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
