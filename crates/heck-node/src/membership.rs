@@ -409,13 +409,18 @@ impl MembershipDriver {
             stats.failed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        // A periodic partner is a member, named; a seed is an address only (its name comes
-        // from the handshake).
-        let name = self
-            .swim
-            .members()
-            .find(|m| m.addr == to)
-            .map(|m| m.name.clone());
+        // A periodic partner is an alive member: its name is known, and the handshake checks
+        // it. A seed is an address only, and whoever answers there is the one to join through
+        // (a member we knew there may have restarted under another name): its name comes
+        // from the handshake.
+        let name = if join {
+            None
+        } else {
+            self.swim
+                .members()
+                .find(|m| m.addr == to && m.state == State::Alive)
+                .map(|m| m.name.clone())
+        };
         if !push_pulls.start(to, name, join, self.swim.local_state()) {
             stats.skipped_busy.fetch_add(1, Ordering::Relaxed);
         }

@@ -106,7 +106,7 @@ pub struct PushPullStats {
     /// Exchanges not started because [`MAX_IN_FLIGHT`] were already running (the timer or the
     /// next announce retries).
     pub skipped_busy: AtomicU64,
-    /// Requests from peers answered and merged.
+    /// Requests from peers merged (and answered, unless also counted in `reply_failed`).
     pub served: AtomicU64,
     /// Requests we could not answer (state too large for a frame, the reply queue full or
     /// closed); their state is still merged.
