@@ -7,7 +7,7 @@
 //! | POST | `/v1/targets` | JSON target spec → 201 with the target; 400 (invalid, names the field), 409 (duplicate), 413 (body over 64 KiB) |
 //! | DELETE | `/v1/targets/{name}` | 204, or 404 |
 //! | GET | `/v1/events` | Server-Sent Events, one `transition` event per status change |
-//! | GET | `/v1/node` | version, uptime, target counts |
+//! | GET | `/v1/node` | version, uptime, target counts; with gossip, the SWIM, push-pull and stream counters |
 //! | GET | `/v1/members` | cluster members `{name, addr, state, incarnation}` (404 without gossip) |
 //! | GET | `/metrics` | Prometheus text |
 //!
@@ -581,6 +581,14 @@ struct GossipInfo {
     members: usize,
     dropped_bad_packets: u64,
     send_errors: u64,
+    /// The SWIM state machine's counters (failed probes, refutations, deaths declared, stale
+    /// and misdirected packets, dropped broadcasts, push-pulls merged).
+    swim: heck_swim::Stats,
+    /// Push-pull exchanges over the stream: succeeded, failed, skipped, served, refused.
+    push_pull: crate::membership::PushPullCounts,
+    /// The stream transport: traffic per channel, rejects by reason, drops by cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<heck_stream::Stats>,
 }
 
 async fn node(State(shared): State<Arc<Shared>>) -> Json<NodeInfo> {
@@ -606,6 +614,9 @@ async fn node(State(shared): State<Arc<Shared>>) -> Json<NodeInfo> {
                 .stats
                 .send_errors
                 .load(std::sync::atomic::Ordering::Relaxed),
+            swim: v.swim_stats(),
+            push_pull: v.push_pull_stats(),
+            stream: v.stream_stats(),
         }),
     })
 }

@@ -92,7 +92,7 @@ impl Invalidates for Payload {
 }
 
 /// Counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     /// Probes that got no ack at all.
     pub failed_probes: u64,

@@ -232,6 +232,24 @@ fn five_agents_detect_a_kill_readmit_a_restart_and_refuse_a_wrong_key() {
         .is_some()
     );
 
+    // /v1/node shows the SWIM, push-pull and stream counters: the seed served the joins'
+    // push-pulls over the stream.
+    let (_, info) = get(nodes[0].api, "/v1/node");
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    let gossip = &info["gossip"];
+    assert!(gossip["swim"]["failed_probes"].is_u64(), "{info}");
+    assert!(
+        gossip["push_pull"]["served"].as_u64().unwrap() > 0,
+        "{info}"
+    );
+    assert!(
+        gossip["stream"]["received"]["push_pull"]["frames"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{info}"
+    );
+
     // `heck members` shows the cluster.
     let out = Command::new(env!("CARGO_BIN_EXE_heck"))
         .args(["members", "--addr", &format!("http://{}", nodes[0].api)])
