@@ -207,9 +207,9 @@ impl View {
 
 /// A change of one owner of one target: `from` lost it, `to` gained it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Move {
+pub struct Move<T = String> {
     /// The target.
-    pub target: String,
+    pub target: T,
     /// The owner that lost it (`None` if the target had fewer than R owners).
     pub from: Option<String>,
     /// The owner that gained it (`None` if no member is left to take it).
@@ -218,29 +218,49 @@ pub struct Move {
 
 type Slot = u32;
 
+/// What an [`Assignment`] can hold as a target name: any cheap-to-clone handle that hashes and
+/// compares as its text (`String`, or the node's `TargetName`, an `Arc<str>`: then the
+/// assignment shares the registry's names instead of keeping a second copy of each).
+pub trait TargetKey: Clone + Eq + std::hash::Hash + std::borrow::Borrow<str> {}
+impl<T: Clone + Eq + std::hash::Hash + std::borrow::Borrow<str>> TargetKey for T {}
+
 /// Owners of many targets for one membership view, kept up to date incrementally.
 ///
 /// For each target it stores the top `R` members with their keys. On a leave it recomputes only
 /// the targets that had the leaver in their top `R`; on a join it hashes each target once with the
 /// joiner and compares against the R-th key. A full assignment costs T × M hashes.
 #[derive(Debug, Clone)]
-pub struct Assignment {
+pub struct Assignment<T = String> {
     replicas: usize,
     /// Every member ever seen, by slot; `alive[slot]` says whether it is in the view.
     slots: Vec<Member>,
     alive: Vec<bool>,
     by_name: HashMap<String, Slot>,
     uniform: bool,
-    targets: Vec<String>,
-    target_index: HashMap<String, usize>,
+    /// Each target once; `target_index` holds a clone of the same handle.
+    targets: Vec<T>,
+    target_index: HashMap<T, usize>,
     /// `top[i]`: the owners of `targets[i]`, best first, at most `replicas` long.
     top: Vec<Vec<(Key, Slot)>>,
     buf: Vec<u8>,
 }
 
-impl Assignment {
-    /// An assignment of no targets over `members`, with `replicas` owners per target.
+impl Assignment<String> {
+    /// An assignment of no targets (named by `String`s) over `members`, with `replicas` owners
+    /// per target. For another name type, [`Assignment::with_name_type`].
     pub fn new(members: Vec<Member>, replicas: usize) -> Result<Assignment, OwnershipError> {
+        Assignment::with_name_type(members, replicas)
+    }
+}
+
+impl<T: TargetKey> Assignment<T> {
+    /// An assignment of no targets over `members`, with `replicas` owners per target, holding
+    /// target names as `T` (e.g. `Assignment::<TargetName>::with_name_type`, which shares the
+    /// names' allocations with the registry).
+    pub fn with_name_type(
+        members: Vec<Member>,
+        replicas: usize,
+    ) -> Result<Assignment<T>, OwnershipError> {
         if replicas == 0 {
             return Err(OwnershipError::ZeroReplicas);
         }
@@ -289,14 +309,14 @@ impl Assignment {
     pub fn assign<I, S>(&mut self, targets: I)
     where
         I: IntoIterator<Item = S>,
-        S: Into<String>,
+        S: Into<T>,
     {
         for t in targets {
             let t = t.into();
-            if self.target_index.contains_key(&t) {
+            if self.target_index.contains_key::<str>(t.borrow()) {
                 continue;
             }
-            let top = self.rank_top(&t);
+            let top = self.rank_top(t.borrow());
             self.target_index.insert(t.clone(), self.targets.len());
             self.targets.push(t);
             self.top.push(top);
@@ -317,7 +337,7 @@ impl Assignment {
     }
 
     /// The targets, in insertion order (modulo removals).
-    pub fn targets(&self) -> &[String] {
+    pub fn targets(&self) -> &[T] {
         &self.targets
     }
 
@@ -341,7 +361,7 @@ impl Assignment {
             .iter()
             .zip(&self.top)
             .filter(|(_, top)| top.iter().any(|&(_, s)| s == slot))
-            .map(|(t, _)| t.as_str())
+            .map(|(t, _)| t.borrow())
             .collect()
     }
 
@@ -362,7 +382,7 @@ impl Assignment {
     }
 
     /// `member` leaves: only the targets it owned get a new owner (their next in line).
-    pub fn leave(&mut self, member: &str) -> Vec<Move> {
+    pub fn leave(&mut self, member: &str) -> Vec<Move<T>> {
         let Some(&slot) = self.by_name.get(member) else {
             return Vec::new();
         };
@@ -379,7 +399,8 @@ impl Assignment {
                 continue;
             }
             let old = std::mem::take(&mut self.top[i]);
-            let new = self.rank_top(&self.targets[i].clone());
+            let target = self.targets[i].clone();
+            let new = self.rank_top(target.borrow());
             let gained = new
                 .iter()
                 .find(|(_, s)| !old.iter().any(|(_, o)| o == s))
@@ -395,7 +416,7 @@ impl Assignment {
     }
 
     /// `member` joins (or rejoins): it takes exactly the targets where it now ranks in the top R.
-    pub fn join(&mut self, member: Member) -> Result<Vec<Move>, OwnershipError> {
+    pub fn join(&mut self, member: Member) -> Result<Vec<Move<T>>, OwnershipError> {
         if member.name.is_empty() {
             return Err(OwnershipError::EmptyName);
         }
@@ -423,7 +444,7 @@ impl Assignment {
         let weight = self.slots[slot as usize].weight;
         let mut moves = Vec::new();
         for i in 0..self.targets.len() {
-            let hash = pair_hash_with(&mut self.buf, &self.targets[i], &name);
+            let hash = pair_hash_with(&mut self.buf, self.targets[i].borrow(), &name);
             let key = Key {
                 score: score(hash, weight, self.uniform),
                 hash,
@@ -464,10 +485,11 @@ impl Assignment {
         changed
     }
 
-    fn recompute_all(&mut self) -> Vec<Move> {
+    fn recompute_all(&mut self) -> Vec<Move<T>> {
         let mut moves = Vec::new();
         for i in 0..self.targets.len() {
-            let new = self.rank_top(&self.targets[i].clone());
+            let target = self.targets[i].clone();
+            let new = self.rank_top(target.borrow());
             let old = std::mem::replace(&mut self.top[i], new);
             let names = |v: &[(Key, Slot)]| -> Vec<Slot> { v.iter().map(|&(_, s)| s).collect() };
             let (o, n) = (names(&old), names(&self.top[i]));
@@ -555,6 +577,29 @@ pub fn mod_n_owner<'a>(target: &str, sorted_members: &'a [String]) -> Option<&'a
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn an_assignment_over_shared_names_owns_the_same_and_keeps_no_second_copy() {
+        use std::sync::Arc;
+        let names: Vec<Arc<str>> = (0..200).map(|i| Arc::from(format!("t{i}"))).collect();
+        let mut shared =
+            Assignment::<Arc<str>>::with_name_type(members(&["a", "b", "c"]), 2).unwrap();
+        shared.assign(names.iter().cloned());
+        let mut plain = Assignment::new(members(&["a", "b", "c"]), 2).unwrap();
+        plain.assign(names.iter().map(|n| n.to_string()));
+        for (n, held) in names.iter().zip(shared.targets()) {
+            assert_eq!(shared.owners(n), plain.owners(n), "{n}");
+            // The assignment holds the caller's allocation, not a copy of the text.
+            assert!(Arc::ptr_eq(n, held));
+        }
+        let moves = shared.leave("b");
+        assert!(
+            moves
+                .iter()
+                .all(|m| names.iter().any(|n| Arc::ptr_eq(n, &m.target)))
+        );
+        assert_eq!(moves.len(), plain.leave("b").len());
+    }
 
     fn members(names: &[&str]) -> Vec<Member> {
         names.iter().map(|n| Member::new(*n)).collect()
