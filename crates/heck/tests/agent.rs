@@ -617,6 +617,46 @@ fn an_agent_with_a_half_sent_request_exits_within_its_grace_period_after_sigterm
 }
 
 #[test]
+fn a_second_sigterm_ends_the_agent_at_once_without_waiting_for_the_grace_period() {
+    let rt = runtime();
+    let fleet = fleet(&rt, 1, 0.0);
+    let mut agent = start_agent("second-signal", &fleet.config_toml(FAST), &[]);
+    // A client that never finishes its request holds the graceful shutdown for the grace period.
+    let mut half_head = TcpStream::connect(agent.addr).unwrap();
+    half_head
+        .write_all(b"GET /v1/node HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    assert_eq!(http(agent.addr, "GET", "/v1/node", None, None).0, 200);
+    let pid = agent.child.id().to_string();
+    let term = || {
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+    };
+    term();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "the first SIGTERM waits for the half-sent request"
+    );
+    let second = Instant::now();
+    term();
+    let mut exit = None;
+    while second.elapsed() < Duration::from_secs(10) {
+        if let Some(status) = agent.child.try_wait().unwrap() {
+            exit = Some(status);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = second.elapsed();
+    let exit = exit.unwrap_or_else(|| panic!("still running {took:?} after a second SIGTERM"));
+    // Not a clean exit (work was abandoned), and well inside the 5 s grace.
+    assert!(!exit.success(), "{exit:?}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    drop(half_head);
+}
+
+#[test]
 fn the_bearer_scheme_is_case_insensitive() {
     let rt = runtime();
     let fleet = fleet(&rt, 1, 0.0);

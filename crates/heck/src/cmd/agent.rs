@@ -179,27 +179,42 @@ pub fn keyring(
     Ok(heck_swim::Keyring::new(cluster, &keys))
 }
 
-/// Cancel `token` on SIGINT or SIGTERM.
+/// Cancel `token` on SIGINT or SIGTERM; on a second one, exit at once (status 130) without
+/// waiting for the graceful shutdown to finish: the usual Unix promise that a second Ctrl-C or
+/// `kill` means "now".
 pub async fn cancel_on_signal(token: CancellationToken) {
+    let mut signals = Signals::new();
+    signals.next().await;
+    eprintln!("heck: shutting down (a second signal ends it at once)");
+    token.cancel();
+    signals.next().await;
+    eprintln!("heck: second signal, exiting now");
+    std::process::exit(130);
+}
+
+/// SIGINT and SIGTERM as one stream.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = self.term.as_mut() {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
-    eprintln!("heck: shutting down");
-    token.cancel();
 }
