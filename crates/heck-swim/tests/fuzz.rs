@@ -25,12 +25,18 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// Run `f` twice and return its result and the fewest bytes allocated in one run. The counter is
-/// process-wide, so tests running at the same time add noise; the minimum of two runs drops it.
+/// Slack for other threads' allocations that a measurement may still include: far below any
+/// claimed length under test (at least 65,000), so a decoder that allocated a claim still fails.
+const NOISE: usize = 16 * 1024;
+
+/// Run `f` and return its result and the bytes it allocated. The counter is process-wide, so
+/// tests running at the same time add noise; `f` is deterministic, so it is run again until two
+/// runs in a row count the same (at most 16 runs), and the fewest bytes counted is returned.
 fn allocated_by<T>(mut f: impl FnMut() -> T) -> (T, usize) {
     let mut least = usize::MAX;
+    let mut last = None;
     let mut out = None;
-    for _ in 0..2 {
+    for _ in 0..16 {
         let region = Region::new(GLOBAL);
         let r = f();
         let change = region.change();
@@ -39,6 +45,10 @@ fn allocated_by<T>(mut f: impl FnMut() -> T) -> (T, usize) {
             .saturating_add(usize::try_from(change.bytes_reallocated).unwrap_or(0));
         least = least.min(bytes);
         out = Some(r);
+        if last == Some(bytes) {
+            break;
+        }
+        last = Some(bytes);
     }
     (out.unwrap(), least)
 }
@@ -47,7 +57,7 @@ fn allocated_by<T>(mut f: impl FnMut() -> T) -> (T, usize) {
 /// larger than its encoding (a 3-byte `Update::Left` becomes an 80-byte enum in a `Vec` that
 /// grows by doubling), never a claimed length (postcard preallocates nothing it has not read).
 fn alloc_bound(n: usize) -> usize {
-    128 * n + 4096
+    128 * n + NOISE
 }
 
 const KEY: [u8; 32] = [7; 32];
@@ -311,7 +321,7 @@ fn length_fields_at_their_limits_are_errors_without_allocating_the_claim() {
             }
             // At most the bytes of the name and the tail: the claim is never allocated.
             assert!(
-                allocated < 1024,
+                allocated < NOISE,
                 "{field} = {claim}: {allocated} bytes allocated for {} input bytes",
                 bytes.len()
             );
@@ -332,7 +342,7 @@ fn a_push_pull_state_claiming_u32_max_members_is_an_error_without_allocating_the
         let bytes = [&[1, b'a'][..], &varint(claim), &[1, 2, 3]].concat();
         let (r, allocated) = allocated_by(|| decode_push_pull(&bytes));
         assert!(r.is_err(), "{claim} members");
-        assert!(allocated < 1024, "{allocated} bytes");
+        assert!(allocated < NOISE, "{allocated} bytes");
     }
 }
 
@@ -365,7 +375,7 @@ fn sealed_packets_at_the_size_cap_open_and_one_byte_more_is_refused_unread() {
     over.push(0);
     let (r, allocated) = allocated_by(|| ring().open::<Packet<SocketAddr>>(&over));
     assert_eq!(r, Err(WireError::TooLarge(MAX_PACKET + 1)));
-    assert!(allocated < 1024, "refused unread, yet {allocated} bytes");
+    assert!(allocated < NOISE, "refused unread, yet {allocated} bytes");
     let (r, _) = allocated_by(|| ring().open::<Packet<SocketAddr>>(&[]));
     assert_eq!(r, Err(WireError::Truncated));
 }
