@@ -34,6 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 mod conn;
 mod frame;
+#[cfg(test)]
+mod fuzz;
 mod handshake;
 mod stats;
 
