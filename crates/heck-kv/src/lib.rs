@@ -41,8 +41,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 /// Largest gossip message, in bytes (the stream's frame cap): a message is refused before it
-/// is sent, and a longer frame before it is read.
-pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+/// is sent, and a longer frame before it is read. The replica cuts transfers into pieces of at
+/// most `max_message_bytes` (1 MiB) unless one entry is larger, and an entry holds at most one
+/// [`MAX_VALUE`] plus its key and dots: 3 MiB leaves room for both. Why not more: a message of
+/// many small dots decodes to up to 16 bytes of memory per byte on the wire (measured by the
+/// fuzz tests, `crates/heck-crdt/tests/fuzz.rs`), so this cap bounds one decode at ~48 MiB
+/// (it was 16 MiB, ~256 MiB).
+pub const MAX_FRAME: usize = 3 * 1024 * 1024;
 /// Largest value accepted by PUT.
 pub const MAX_VALUE: usize = 1024 * 1024;
 /// Longest wait between two dials of a `--peer` that has not answered yet.
