@@ -8,31 +8,48 @@
 //! For each fleet size N (every target checked every 10 s, a fresh connection per check, 2 s
 //! timeout):
 //! 1. `heck fleet --targets N` serves the targets (its own process);
-//! 2. `heck agent` checks them; after a warm-up of one interval plus a few seconds, the window
-//!    measures achieved checks/s (from `heck_checks_total`), p99 schedule lag (from the
-//!    `heck_schedule_lag_seconds` histogram: the upper bound of the bucket holding the 99th
-//!    percentile), CPU seconds per 1,000 checks (utime + stime of the agent from /proc) and peak
-//!    RSS (VmHWM);
+//! 2. `heck agent` checks them, its `/metrics` scraped every 10 s from the start as Prometheus
+//!    would (the scrapes' cost lands in the agent's figures, as it would in production). The
+//!    window runs from the first scrape after a warm-up of one interval plus slack to
+//!    `--window / 10` scrapes later; every rate is divided by the *measured* time between those
+//!    two scrapes. From their difference: achieved checks/s and the success share (from
+//!    `heck_checks_total` by result), p99 schedule lag (the upper bound of the bucket of
+//!    `heck_schedule_lag_seconds` holding the 99th percentile), skipped slots, early starts if
+//!    the agent exports them, CPU seconds per 1,000 completed checks (utime + stime from /proc)
+//!    and peak RSS (VmHWM);
 //! 3. blackbox_exporter probes the same targets, driven as Prometheus would: N/10 `GET /probe`
 //!    requests per second, at most 256 in flight (a request that finds no free slot is counted as
-//!    missed, never queued); the same figures for the exporter's process.
+//!    missed, never queued); the same figures for the exporter's process, its success share
+//!    from `probe_success` (a request without an answer counts as a failure).
 //!
-//! `--agent-args "…"` passes arguments to `heck agent` (e.g. `--check-threads 1`).
-//! `--skip-blackbox` measures the agent alone (for iterating; published ratios come from full
-//! runs). The agent inherits the environment, so allocator experiments (`MALLOC_ARENA_MAX`)
-//! need no rebuild; `--heck PATH` benches another build (A/B of two binaries).
+//! Both rows also report this driver's own CPU and the fleet's, over the same window: all
+//! three share the machine's cores with the checker.
+//!
+//! A row whose success share is below 99.9% is not a result (failed checks are cheaper and
+//! would flatter that side): the table is printed, no ratio is, and the exit status is 1. So
+//! it is when blackbox_exporter is missing, unless `--skip-blackbox` (for iterating on the
+//! agent alone; published ratios come from full runs). `--help` prints the usage; an unknown
+//! flag exits 2.
+//!
+//! `--agent-args "…"` passes arguments to `heck agent` (e.g. `--check-threads 1`). The agent
+//! inherits the environment, so allocator experiments (`MALLOC_ARENA_MAX`) need no rebuild;
+//! `--heck PATH` benches another build (A/B of two binaries).
 //!
 //! Everything binds loopback only and is killed at the end.
 #![allow(clippy::disallowed_methods)]
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use heck_bench::args::{self, Args, USAGE};
+use heck_bench::measure::{
+    self, EARLY_STARTS_METRIC, MIN_SUCCESS_SHARE, SCRAPE_INTERVAL_S, Scrape, Window,
+};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
@@ -102,73 +119,47 @@ async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, Bytes)> {
     Ok((status, resp.into_body().collect().await?.to_bytes()))
 }
 
-/// Sum of a counter family, and the lag histogram's cumulative buckets.
-struct Scrape {
-    checks: f64,
-    lag_buckets: Vec<(f64, f64)>,
-}
-
-fn parse_metrics(text: &str) -> Scrape {
-    let mut checks = 0.0;
-    let mut lag_buckets = Vec::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("heck_checks_total{") {
-            checks += rest
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
-        } else if let Some(rest) = line.strip_prefix("heck_schedule_lag_seconds_bucket{le=\"") {
-            let (le, tail) = rest.split_once('"').unwrap_or(("", ""));
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().unwrap_or(f64::NAN)
-            };
-            let n = tail
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
-            lag_buckets.push((le, n));
-        }
-    }
-    Scrape {
-        checks,
-        lag_buckets,
-    }
-}
-
-/// The upper bound of the bucket holding the 99th percentile of what was observed between scrapes.
-fn p99(before: &Scrape, after: &Scrape) -> f64 {
-    let deltas: Vec<(f64, f64)> = after
-        .lag_buckets
-        .iter()
-        .map(|&(le, n)| {
-            let b = before
-                .lag_buckets
-                .iter()
-                .find(|x| x.0 == le)
-                .map_or(0.0, |x| x.1);
-            (le, n - b)
-        })
-        .collect();
-    let total = deltas.last().map_or(0.0, |x| x.1);
-    deltas
-        .iter()
-        .find(|&&(_, n)| n >= 0.99 * total)
-        .map_or(f64::NAN, |x| x.0)
-}
-
+/// One row of the table: one checker at one fleet size, over one measured window.
 struct Row {
-    who: &'static str,
+    who: String,
     targets: usize,
     scheduled: f64,
     achieved: f64,
+    success_share: Option<f64>,
     p99_lag: String,
+    early: String,
+    /// heck: due slots skipped by the driver; blackbox_exporter: requests that found every
+    /// slot busy.
+    shed: String,
     cpu_per_1000: f64,
     hwm_mib: f64,
+    /// This process (the scraper, or the HTTP client driving blackbox_exporter).
+    driver_cpu_s: f64,
+    fleet_cpu_s: f64,
+    elapsed_s: f64,
     note: String,
+}
+
+impl Row {
+    fn valid(&self) -> bool {
+        measure::valid_share(self.success_share)
+    }
+}
+
+/// CPU of the checker, the driver (this process) and the fleet at one instant.
+#[derive(Debug, Clone, Copy)]
+struct Cpus {
+    checker: Proc,
+    driver: Proc,
+    fleet: Proc,
+}
+
+fn cpus(checker: u32, fleet: u32) -> anyhow::Result<Cpus> {
+    Ok(Cpus {
+        checker: proc_sample(checker)?,
+        driver: proc_sample(std::process::id())?,
+        fleet: proc_sample(fleet)?,
+    })
 }
 
 fn start_fleet(heck: &Path, n: usize, dir: &Path) -> anyhow::Result<(Killed, PathBuf)> {
@@ -207,12 +198,34 @@ fn start_fleet(heck: &Path, n: usize, dir: &Path) -> anyhow::Result<(Killed, Pat
     bail!("heck fleet exited before it was ready")
 }
 
+/// One scrape of `/metrics`, as Prometheus takes it (a 10 s timeout, its default), stamped with
+/// the middle of the request: the counters are read somewhere inside it, and at 100,000
+/// targets the page takes a noticeable time to stream.
+async fn scrape(addr: &str) -> anyhow::Result<(Scrape, Instant, Duration)> {
+    let start = Instant::now();
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(SCRAPE_INTERVAL_S),
+        get(addr, "/metrics"),
+    )
+    .await
+    .context("scrape of /metrics timed out (10 s)")??;
+    let took = start.elapsed();
+    if status != 200 {
+        bail!("scrape of /metrics answered {status}");
+    }
+    Ok((
+        Scrape::parse(&String::from_utf8_lossy(&body)),
+        start + took / 2,
+        took,
+    ))
+}
+
 async fn bench_heck(
     heck: &Path,
     n: usize,
     config: &Path,
-    window: u64,
-    extra: &[String],
+    fleet_pid: u32,
+    args: &Args,
 ) -> anyhow::Result<Row> {
     let mut last_err = String::new();
     for attempt in 0..10 {
@@ -220,7 +233,7 @@ async fn bench_heck(
         let child = Command::new(heck)
             .args(["agent", "--api-addr", &addr, "--config"])
             .arg(config)
-            .args(extra)
+            .args(&args.agent_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -230,7 +243,9 @@ async fn bench_heck(
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut up = false;
         while Instant::now() < deadline {
-            if let Ok((200, _)) = get(&addr, "/v1/node").await {
+            if let Ok(Ok((200, _))) =
+                tokio::time::timeout(Duration::from_secs(2), get(&addr, "/v1/node")).await
+            {
                 up = true;
                 break;
             }
@@ -240,63 +255,141 @@ async fn bench_heck(
             last_err = format!("agent on {addr} never answered");
             continue;
         }
-        // Warm-up: one full interval so every target has had its first check, plus slack.
-        tokio::time::sleep(Duration::from_secs_f64(INTERVAL_S + 5.0)).await;
-        let (_, m0) = get(&addr, "/metrics").await?;
-        let p0 = proc_sample(pid)?;
-        tokio::time::sleep(Duration::from_secs(window)).await;
-        let (_, m1) = get(&addr, "/metrics").await?;
-        let p1 = proc_sample(pid)?;
-        let (s0, s1) = (
-            parse_metrics(&String::from_utf8_lossy(&m0)),
-            parse_metrics(&String::from_utf8_lossy(&m1)),
-        );
-        let checks = s1.checks - s0.checks;
-        let cpu = p1.cpu_s - p0.cpu_s;
-        return Ok(Row {
-            who: "heck agent",
-            targets: n,
-            scheduled: n as f64 / INTERVAL_S,
-            achieved: checks / window as f64,
-            p99_lag: format!("≤ {:.3} s", p99(&s0, &s1)),
-            cpu_per_1000: 1000.0 * cpu / checks.max(1.0),
-            hwm_mib: p1.hwm_kib as f64 / 1024.0,
-            note: format!(
-                "{cpu:.1} CPU-s in {window} s; RSS at the end {:.0} MiB",
-                p1.rss_kib as f64 / 1024.0
-            ),
-        });
+        // Scraped every 10 s from the start, as Prometheus would: the scrapes' own cost is in
+        // the agent's CPU and RSS. The window starts at the first scrape after a warm-up of one
+        // check interval plus slack (every target has had its first check) and ends
+        // `window_s / 10` scrapes later.
+        let warmup = (INTERVAL_S + 5.0).div_euclid(SCRAPE_INTERVAL_S as f64) as u64 + 1;
+        let last = warmup + args.window_s / SCRAPE_INTERVAL_S;
+        let mut tick = tokio::time::interval(Duration::from_secs(SCRAPE_INTERVAL_S));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut start = None;
+        let mut longest = Duration::ZERO;
+        for k in 0..=last {
+            tick.tick().await;
+            let (s, at, took) = scrape(&addr).await?;
+            longest = longest.max(took);
+            let c = cpus(pid, fleet_pid)?;
+            if k == warmup {
+                start = Some((s, at, c));
+            } else if k == last {
+                let (s0, at0, c0) = start.take().context("no scrape opened the window")?;
+                let w = Window::between(&s0, &s, (at - at0).as_secs_f64());
+                let cpu = c.checker.cpu_s - c0.checker.cpu_s;
+                let early = match w.early {
+                    Some(e) => format!(
+                        "{e:.0} ({})",
+                        measure::percent(measure::share(e, w.started))
+                    ),
+                    None => format!("n/a: no `{EARLY_STARTS_METRIC}`"),
+                };
+                return Ok(Row {
+                    who: "heck agent".into(),
+                    targets: n,
+                    scheduled: n as f64 / INTERVAL_S,
+                    achieved: w.rate(),
+                    success_share: w.success_share(),
+                    p99_lag: format!("≤ {:.3} s", w.p99_lag_s),
+                    early,
+                    shed: format!("{:.0} skipped", w.skipped),
+                    cpu_per_1000: measure::cpu_per_1000(cpu, w.checks),
+                    hwm_mib: c.checker.hwm_kib as f64 / 1024.0,
+                    driver_cpu_s: c.driver.cpu_s - c0.driver.cpu_s,
+                    fleet_cpu_s: c.fleet.cpu_s - c0.fleet.cpu_s,
+                    elapsed_s: w.elapsed_s,
+                    note: format!(
+                        "{cpu:.1} CPU-s; {:.0} of {:.0} checks succeeded; RSS at the end {:.0} MiB; longest scrape {:.2} s",
+                        w.successes,
+                        w.checks,
+                        c.checker.rss_kib as f64 / 1024.0,
+                        longest.as_secs_f64()
+                    ),
+                });
+            }
+        }
+        bail!("the scrape loop ended before the window closed");
     }
     bail!("{last_err}")
 }
 
-async fn bench_bbe(n: usize, config: &Path, window: u64, dir: &Path) -> anyhow::Result<Row> {
+/// Counters of the requests the driver sent to blackbox_exporter.
+#[derive(Debug, Default)]
+struct Probes {
+    /// Answered with a probe result.
+    done: AtomicU64,
+    /// Of which `probe_success 1`.
+    ok: AtomicU64,
+    /// No answer: connection refused or reset, or no answer in 5 s. Prometheus would record
+    /// `up 0` for such a scrape: a failed probe, counted in the success share.
+    errors: AtomicU64,
+    /// Found every slot busy, never sent.
+    missed: AtomicU64,
+}
+
+impl Probes {
+    fn read(&self) -> [u64; 4] {
+        [&self.done, &self.ok, &self.errors, &self.missed].map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
+/// The exporter's name and version as it reports them (`blackbox_exporter, version 0.23.0 …`).
+fn bbe_version(bbe: &Path) -> String {
+    let out = Command::new(bbe).arg("--version").output();
+    let text = out
+        .map(|o| {
+            let mut t = String::from_utf8_lossy(&o.stdout).into_owned();
+            t.push_str(&String::from_utf8_lossy(&o.stderr));
+            t
+        })
+        .unwrap_or_default();
+    text.split_once("version ")
+        .and_then(|(_, v)| v.split_whitespace().next())
+        .map_or_else(
+            || "blackbox_exporter".to_string(),
+            |v| format!("blackbox_exporter {v}"),
+        )
+}
+
+async fn bench_bbe(
+    bbe: &Path,
+    n: usize,
+    config: &Path,
+    fleet_pid: u32,
+    window_s: u64,
+    dir: &Path,
+) -> anyhow::Result<Row> {
     let urls: Vec<String> = std::fs::read_to_string(config)?
         .lines()
         .filter_map(|l| l.strip_prefix("url = \""))
         .map(|u| u.trim_end_matches('"').to_string())
         .collect();
+    if urls.is_empty() {
+        bail!("no target URL in {}", config.display());
+    }
     let bb_config = dir.join("blackbox.yml");
     std::fs::write(
         &bb_config,
         "modules:\n  http_2xx:\n    prober: http\n    timeout: 2s\n    http:\n      preferred_ip_protocol: ip4\n",
     )?;
+    let who = bbe_version(bbe);
     let mut last_err = String::new();
     for attempt in 0..10 {
         let addr = format!("127.0.0.1:{}", random_port(100 + attempt));
-        let child = Command::new("prometheus-blackbox-exporter")
+        let child = Command::new(bbe)
             .arg(format!("--config.file={}", bb_config.display()))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting prometheus-blackbox-exporter (apt-get install prometheus-blackbox-exporter)")?;
+            .with_context(|| format!("starting {}", bbe.display()))?;
         let pid = child.id();
         let _guard = Killed(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut up = false;
         while Instant::now() < deadline {
-            if let Ok((200, _)) = get(&addr, "/metrics").await {
+            if let Ok(Ok((200, _))) =
+                tokio::time::timeout(Duration::from_secs(2), get(&addr, "/metrics")).await
+            {
                 up = true;
                 break;
             }
@@ -306,21 +399,13 @@ async fn bench_bbe(n: usize, config: &Path, window: u64, dir: &Path) -> anyhow::
             last_err = format!("blackbox_exporter on {addr} never answered");
             continue;
         }
-        let done = Arc::new(AtomicU64::new(0));
-        let ok = Arc::new(AtomicU64::new(0));
-        let missed = Arc::new(AtomicU64::new(0));
+        let probes = Arc::new(Probes::default());
         let (tx, rx) = tokio::sync::mpsc::channel::<usize>(BBE_CONCURRENCY);
         let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let urls = Arc::new(urls.clone());
         let mut workers = Vec::new();
         for _ in 0..BBE_CONCURRENCY {
-            let (rx, urls, done, ok, addr) = (
-                rx.clone(),
-                urls.clone(),
-                done.clone(),
-                ok.clone(),
-                addr.clone(),
-            );
+            let (rx, urls, probes, addr) = (rx.clone(), urls.clone(), probes.clone(), addr.clone());
             workers.push(tokio::spawn(async move {
                 // One keep-alive connection per worker, as Prometheus keeps to an exporter.
                 let mut conn: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
@@ -328,54 +413,30 @@ async fn bench_bbe(n: usize, config: &Path, window: u64, dir: &Path) -> anyhow::
                     let Some(i) = rx.lock().await.recv().await else {
                         return;
                     };
-                    if conn.as_ref().is_none_or(|c| c.is_closed()) {
-                        let Ok(stream) = tokio::net::TcpStream::connect(&addr).await else {
-                            continue;
-                        };
-                        let Ok((s, c)) =
-                            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-                        else {
-                            continue;
-                        };
-                        tokio::spawn(c);
-                        conn = Some(s);
-                    }
-                    let Some(sender) = conn.as_mut() else {
-                        continue;
-                    };
                     let path = format!("/probe?module=http_2xx&target={}", urls[i % urls.len()]);
-                    let Ok(req) = http::Request::get(path)
-                        .header(http::header::HOST, addr.as_str())
-                        .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
-                        .body(Empty::<Bytes>::new())
-                    else {
-                        continue;
-                    };
-                    if sender.ready().await.is_err() {
-                        conn = None;
-                        continue;
-                    }
-                    match sender.send_request(req).await {
-                        Ok(resp) => {
-                            let body = resp
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            done.fetch_add(1, Ordering::Relaxed);
+                    let answer = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        probe_once(&mut conn, &addr, &path),
+                    )
+                    .await;
+                    match answer {
+                        Ok(Ok(body)) => {
+                            probes.done.fetch_add(1, Ordering::Relaxed);
                             if body.windows(15).any(|w| w == b"probe_success 1") {
-                                ok.fetch_add(1, Ordering::Relaxed);
+                                probes.ok.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        Err(_) => conn = None,
+                        Ok(Err(_)) | Err(_) => {
+                            conn = None;
+                            probes.errors.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
             }));
         }
         // Pace N/10 requests per second in 10 ms ticks; a full channel means every slot is busy.
         let rate = n as f64 / INTERVAL_S;
-        let pacer_missed = missed.clone();
+        let pacer_probes = probes.clone();
         let pacer = tokio::spawn(async move {
             let start = Instant::now();
             let mut sent = 0u64;
@@ -385,69 +446,119 @@ async fn bench_bbe(n: usize, config: &Path, window: u64, dir: &Path) -> anyhow::
                 let due = (start.elapsed().as_secs_f64() * rate) as u64;
                 while sent < due {
                     if tx.try_send(sent as usize).is_err() {
-                        pacer_missed.fetch_add(1, Ordering::Relaxed);
+                        pacer_probes.missed.fetch_add(1, Ordering::Relaxed);
                     }
                     sent += 1;
                 }
             }
         });
         tokio::time::sleep(Duration::from_secs(5)).await; // warm-up
-        let (d0, p0) = (done.load(Ordering::Relaxed), proc_sample(pid)?);
-        let m0 = missed.load(Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_secs(window)).await;
-        let (d1, p1) = (done.load(Ordering::Relaxed), proc_sample(pid)?);
-        let m1 = missed.load(Ordering::Relaxed);
+        let (at0, r0, c0) = (Instant::now(), probes.read(), cpus(pid, fleet_pid)?);
+        tokio::time::sleep(Duration::from_secs(window_s)).await;
+        let (at1, r1, c1) = (Instant::now(), probes.read(), cpus(pid, fleet_pid)?);
         pacer.abort();
         for w in workers {
             w.abort();
         }
-        let probes = (d1 - d0) as f64;
-        let cpu = p1.cpu_s - p0.cpu_s;
+        let [done, ok, errors, missed] = [0, 1, 2, 3].map(|i| (r1[i] - r0[i]) as f64);
+        let elapsed_s = (at1 - at0).as_secs_f64();
+        let cpu = c1.checker.cpu_s - c0.checker.cpu_s;
+        let success_share = measure::share(ok, done + errors);
         return Ok(Row {
-            who: "blackbox_exporter 0.23",
+            who,
             targets: n,
             scheduled: rate,
-            achieved: probes / window as f64,
-            p99_lag: format!("{} missed", m1 - m0),
-            cpu_per_1000: 1000.0 * cpu / probes.max(1.0),
-            hwm_mib: p1.hwm_kib as f64 / 1024.0,
+            achieved: measure::rate(done, elapsed_s),
+            success_share,
+            p99_lag: "n/a".into(),
+            early: "—".into(),
+            shed: format!("{missed:.0} missed"),
+            cpu_per_1000: measure::cpu_per_1000(cpu, done),
+            hwm_mib: c1.checker.hwm_kib as f64 / 1024.0,
+            driver_cpu_s: c1.driver.cpu_s - c0.driver.cpu_s,
+            fleet_cpu_s: c1.fleet.cpu_s - c0.fleet.cpu_s,
+            elapsed_s,
             note: format!(
-                "{cpu:.1} CPU-s in {window} s; {} of {} probes succeeded",
-                ok.load(Ordering::Relaxed),
-                done.load(Ordering::Relaxed)
+                "{cpu:.1} CPU-s; {ok:.0} of {:.0} probes succeeded ({errors:.0} without an answer)",
+                done + errors
             ),
         });
     }
     bail!("{last_err}")
 }
 
-fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
+/// One `GET /probe` on the worker's keep-alive connection (opened again when closed); the body.
+async fn probe_once(
+    conn: &mut Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>,
+    addr: &str,
+    path: &str,
+) -> anyhow::Result<Bytes> {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (s, c) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(c);
+        *conn = Some(s);
+    }
+    let sender = conn.as_mut().context("no connection")?;
+    sender.ready().await?;
+    let req = http::Request::get(path)
+        .header(http::header::HOST, addr)
+        .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
+        .body(Empty::<Bytes>::new())?;
+    let resp = sender.send_request(req).await?;
+    Ok(resp.into_body().collect().await?.to_bytes())
+}
+
+/// `name` in one of the `PATH` directories.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn main() -> ExitCode {
+    let args = match args::parse(std::env::args().skip(1)) {
+        Ok(args::Command::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(args::Command::Run(a)) => a,
+        Err(e) => {
+            eprintln!("v1-bench: {e}");
+            return ExitCode::from(2);
+        }
     };
-    let sizes: Vec<usize> = flag("--targets")
-        .unwrap_or_else(|| "10000,100000".into())
-        .split(',')
-        .map(|s| s.trim().parse::<usize>())
-        .collect::<Result<_, _>>()
-        .context("--targets N[,N…]")?;
-    let window: u64 = flag("--window")
-        .unwrap_or_else(|| "30".into())
-        .parse()
-        .context("--window SECONDS")?;
-    // For iterating on the agent alone; the figures in docs/benchmarks.md come from full runs.
-    let skip_bbe = args.iter().any(|a| a == "--skip-blackbox");
-    // Extra `heck agent` arguments, e.g. --agent-args "--check-threads 1".
-    let agent_args: Vec<String> = flag("--agent-args")
-        .map(|a| a.split_whitespace().map(String::from).collect())
-        .unwrap_or_default();
+    match run(&args) {
+        Ok(rows) => {
+            print_table(&rows);
+            let invalid: Vec<&Row> = rows.iter().filter(|r| !r.valid()).collect();
+            if invalid.is_empty() {
+                return ExitCode::SUCCESS;
+            }
+            for r in invalid {
+                eprintln!(
+                    "v1-bench: {} at {} targets: success share {} is below {}: not a result \
+                     (failed checks are cheaper and would flatter its CPU per check)",
+                    r.who,
+                    r.targets,
+                    measure::percent(r.success_share),
+                    measure::percent(Some(MIN_SUCCESS_SHARE))
+                );
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("v1-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
     let exe = std::env::current_exe()?;
-    let heck = flag("--heck")
-        .map(PathBuf::from)
+    let heck = args
+        .heck
+        .clone()
         .unwrap_or_else(|| exe.with_file_name("heck"));
     if !heck.exists() {
         bail!(
@@ -455,6 +566,22 @@ fn main() -> anyhow::Result<()> {
             heck.display()
         );
     }
+    // Checked before anything runs: a run that silently drops the baseline has no ratio.
+    let bbe = if args.skip_blackbox {
+        None
+    } else {
+        let found = match &args.blackbox {
+            Some(p) if p.is_file() => Some(p.clone()),
+            Some(p) => bail!("--blackbox {}: no such file", p.display()),
+            None => {
+                on_path("prometheus-blackbox-exporter").or_else(|| on_path("blackbox_exporter"))
+            }
+        };
+        Some(found.context(
+            "blackbox_exporter not found (apt-get install prometheus-blackbox-exporter, \
+             or --blackbox PATH); --skip-blackbox measures the agent alone",
+        )?)
+    };
     let dir = std::env::temp_dir().join(format!("heck-v1-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -462,42 +589,77 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let mut rows = Vec::new();
-    for &n in &sizes {
-        let (fleet, config) = start_fleet(&heck, n, &dir)?;
-        eprintln!("{n} targets: heck agent …");
-        rows.push(rt.block_on(bench_heck(&heck, n, &config, window, &agent_args))?);
-        if skip_bbe {
-            eprintln!("{n} targets: blackbox_exporter skipped (--skip-blackbox)");
-        } else {
-            eprintln!("{n} targets: blackbox_exporter …");
-            match rt.block_on(bench_bbe(n, &config, window, &dir)) {
-                Ok(r) => rows.push(r),
-                Err(e) => eprintln!("blackbox_exporter skipped: {e:#}"),
+    let result = (|| -> anyhow::Result<()> {
+        for &n in &args.sizes {
+            let (fleet, config) = start_fleet(&heck, n, &dir)?;
+            let fleet_pid = fleet.0.id();
+            eprintln!("{n} targets: heck agent …");
+            rows.push(rt.block_on(bench_heck(&heck, n, &config, fleet_pid, args))?);
+            match &bbe {
+                None => eprintln!("{n} targets: blackbox_exporter skipped (--skip-blackbox)"),
+                Some(bbe) => {
+                    eprintln!("{n} targets: blackbox_exporter …");
+                    rows.push(rt.block_on(bench_bbe(
+                        bbe,
+                        n,
+                        &config,
+                        fleet_pid,
+                        args.window_s,
+                        &dir,
+                    ))?);
+                }
             }
+            drop(fleet);
         }
-        drop(fleet);
-    }
+        Ok(())
+    })();
     let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    Ok(rows)
+}
+
+fn print_table(rows: &[Row]) {
     println!(
-        "| checker | targets | scheduled checks/s | achieved checks/s | p99 schedule lag | CPU-s per 1,000 checks | peak RSS | notes |"
+        "| checker | targets | scheduled checks/s | achieved checks/s | success share | p99 schedule lag | early starts | skipped / missed | CPU-s per 1,000 checks | peak RSS | driver CPU-s | fleet CPU-s | measured window | notes |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
-    for r in &rows {
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
         println!(
-            "| {} | {} | {:.0} | {:.0} | {} | {:.3} | {:.0} MiB | {} |",
-            r.who, r.targets, r.scheduled, r.achieved, r.p99_lag, r.cpu_per_1000, r.hwm_mib, r.note
+            "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.3} | {:.0} MiB | {:.2} | {:.2} | {:.1} s | {} |",
+            r.who,
+            r.targets,
+            r.scheduled,
+            r.achieved,
+            measure::percent(r.success_share),
+            r.p99_lag,
+            r.early,
+            r.shed,
+            r.cpu_per_1000,
+            r.hwm_mib,
+            r.driver_cpu_s,
+            r.fleet_cpu_s,
+            r.elapsed_s,
+            r.note
         );
     }
     for pair in rows.chunks(2) {
         if let [h, b] = pair {
-            println!(
-                "\n{} targets: heck uses {:.1}x less CPU per check than blackbox_exporter ({:.3} vs {:.3} CPU-s per 1,000).",
-                h.targets,
-                b.cpu_per_1000 / h.cpu_per_1000,
-                h.cpu_per_1000,
-                b.cpu_per_1000
-            );
+            if h.valid() && b.valid() {
+                println!(
+                    "\n{} targets: heck uses {:.1}x less CPU per check than {} ({:.3} vs {:.3} CPU-s per 1,000).",
+                    h.targets,
+                    b.cpu_per_1000 / h.cpu_per_1000,
+                    b.who,
+                    h.cpu_per_1000,
+                    b.cpu_per_1000
+                );
+            } else {
+                println!(
+                    "\n{} targets: no ratio (a success share below {}).",
+                    h.targets,
+                    measure::percent(Some(MIN_SUCCESS_SHARE))
+                );
+            }
         }
     }
-    Ok(())
 }
