@@ -251,16 +251,37 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
             }
         }
         if !delta.ctx.vv().is_empty() {
-            // A full state. Its context speaks for every entry it holds, so it must travel whole:
-            // stripping the entries we already have while keeping the context would make the
-            // receiver of the stripped delta delete them (a bug the simulator found).
-            let removes_something = self.index.iter().any(|(d, k)| {
-                delta.ctx.contains(d) && !delta.entries.get(k).is_some_and(|m| m.contains_key(d))
-            });
-            if out.entries.is_empty() && !removes_something && self.state.ctx.covers(&delta.ctx) {
-                return None;
+            // A full state. Its context speaks for every entry it holds, so the entries we
+            // already have may not simply be stripped while the whole context is kept: a
+            // receiver of that would delete them (a bug the simulator found). Nor may it travel
+            // whole: then every replica buffers and forwards the whole state again (the bytes
+            // bench found full states circulating through every buffer). The news is the new
+            // entries (above) plus exactly the context dots that are news: those we have not
+            // seen, and those that remove an entry we hold. Every context dot without an entry
+            // here was removed at the sender, so forwarding it deletes nothing wrongly.
+            for (replica, &n) in delta.ctx.vv().iter() {
+                let ours = self.state.ctx.vv().get(replica);
+                let holes = self.state.ctx.cloud().iter().any(|d| d.replica == *replica);
+                if ours == 0 && !holes {
+                    out.ctx.insert_prefix(*replica, n);
+                    continue;
+                }
+                for counter in ours.saturating_add(1)..=n {
+                    let d = Dot {
+                        replica: *replica,
+                        counter,
+                    };
+                    if !self.state.ctx.contains(&d) {
+                        out.ctx.insert(d);
+                    }
+                }
             }
-            return Some(delta.clone());
+            for (d, k) in &self.index {
+                if delta.ctx.contains(d) && !delta.entries.get(k).is_some_and(|m| m.contains_key(d))
+                {
+                    out.ctx.insert(*d);
+                }
+            }
         }
         for d in delta.ctx.cloud() {
             let removes_ours = self

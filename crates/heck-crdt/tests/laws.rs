@@ -121,6 +121,44 @@ proptest! {
         prop_assert!(m[0].get(&key).is_empty());
     }
 
+    /// What a replica X buffers and forwards after receiving a whole state S is `news_X(S)`. It
+    /// must be enough for X (X ⊔ news = X ⊔ S), safe to forward to any Z (joining it never
+    /// deletes what S keeps: Z ⊔ news ⊔ S = Z ⊔ S), and thin: no entry X already had, so a
+    /// full state does not circulate whole through every buffer (the bytes bench found full
+    /// states re-forwarded at every hop: as many bytes as state-based gossip).
+    #[test]
+    fn the_news_of_a_whole_state_is_enough_safe_to_forward_and_thin(ops in prop::collection::vec(op(), 0..40)) {
+        let (m, _) = run(&ops);
+        let (x, s, z) = (&m[0], m[1].state(), &m[2]);
+        let news = x.news(s);
+        let mut xs = x.clone();
+        xs.apply(s);
+        let mut xn = x.clone();
+        if let Some(n) = &news {
+            xn.apply(n);
+        }
+        prop_assert_eq!(xn.state(), xs.state());
+        let mut zs = z.clone();
+        zs.apply(s);
+        let mut zns = z.clone();
+        if let Some(n) = &news {
+            zns.apply(n);
+        }
+        zns.apply(s);
+        prop_assert_eq!(zns.state(), zs.state());
+        if let Some(n) = &news {
+            for entries in n.entries.values() {
+                for d in entries.keys() {
+                    prop_assert!(!x.state().ctx.contains(d), "{:?} was not news to x", d);
+                }
+            }
+            for d in n.ctx.cloud() {
+                let removes_ours = x.state().entries.values().any(|e| e.contains_key(d));
+                prop_assert!(!x.state().ctx.contains(d) || removes_ours, "{:?} was not news to x", d);
+            }
+        }
+    }
+
     /// Deliver every delta to a fresh replica in any order, some twice: it ends up equal to the
     /// join of all three replicas' states.
     #[test]
