@@ -15,9 +15,8 @@ pub const SCRAPE_INTERVAL_S: u64 = 10;
 /// Below this share of successful checks, a row is not a valid measurement.
 pub const MIN_SUCCESS_SHARE: f64 = 0.999;
 
-/// The counter of checks a coalescing driver started before their due time. The agent does
-/// not export it yet (it records an early start as zero lag); when it does, `v1-bench`
-/// reports it beside the lag.
+/// The counter of checks a coalescing driver started before their due time (the agent's lag
+/// histogram observes only the others). Agents built before 2026-12-03 lack it: then `n/a`.
 pub const EARLY_STARTS_METRIC: &str = "heck_schedule_early_total";
 
 /// The figures `v1-bench` reads from one scrape of the agent's `/metrics`.

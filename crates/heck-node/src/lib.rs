@@ -529,8 +529,12 @@ impl ShardDriver {
             else {
                 continue;
             };
-            // An early start (inside the coalescing window) is no lag.
-            shared.metrics.lag(now.saturating_sub(due).as_secs_f64());
+            // An early start (inside the coalescing window) is no lag: counted on its own.
+            if now < due {
+                shared.metrics.early();
+            } else {
+                shared.metrics.lag((now - due).as_secs_f64());
+            }
             self.in_flight += 1;
             shared.in_flight.fetch_add(1, Ordering::Relaxed);
             let tx = self.results_tx.clone();

@@ -7,7 +7,8 @@
 //! | `heck_target_check_duration_seconds{target}` | gauge | duration of the target's last check |
 //! | `heck_check_duration_seconds` | histogram | duration of every check |
 //! | `heck_checks_total{result}` | counter | completed checks by result: `success` or an error kind |
-//! | `heck_schedule_lag_seconds` | histogram | start of a check minus its due time |
+//! | `heck_schedule_lag_seconds` | histogram | start of a check minus its due time, for checks that started at or after it |
+//! | `heck_schedule_early_total` | counter | checks started before their due time, inside the coalescing window (not lag) |
 //! | `heck_schedule_skipped_total` | counter | due slots skipped because the driver fell behind |
 //! | `heck_checks_in_flight` | gauge | checks running now (bounded by `max_in_flight`) |
 //! | `heck_targets{status}` | gauge | targets per status |
@@ -192,6 +193,7 @@ pub struct Metrics {
     checks: Family<ResultLabel, Counter>,
     lag: Histogram,
     skipped: Counter,
+    early: Counter,
     in_flight: Gauge,
     targets: Family<StatusLabel, Gauge>,
     transitions: Family<ToLabel, Counter>,
@@ -210,6 +212,7 @@ impl Metrics {
             // 1 ms .. ~65 s
             lag: Histogram::new(exponential_buckets(0.001, 2.0, 17)),
             skipped: Counter::default(),
+            early: Counter::default(),
             in_flight: Gauge::default(),
             targets: Family::default(),
             transitions: Family::default(),
@@ -237,6 +240,11 @@ impl Metrics {
             "heck_schedule_skipped",
             "Due slots skipped because the driver fell behind",
             m.skipped.clone(),
+        );
+        registry.register(
+            "heck_schedule_early",
+            "Checks started before their due time, inside the coalescing window",
+            m.early.clone(),
         );
         registry.register(
             "heck_checks_in_flight",
@@ -286,6 +294,12 @@ impl Metrics {
     /// A check started `lag` seconds after it was due.
     pub fn lag(&self, seconds: f64) {
         self.lag.observe(seconds);
+    }
+
+    /// A check started before it was due (the driver's coalescing window): counted apart, so
+    /// the lag histogram measures lateness only and early starts are not hidden as zero lag.
+    pub fn early(&self) {
+        self.early.inc();
     }
 
     /// Slots were skipped.

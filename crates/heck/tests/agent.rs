@@ -423,6 +423,7 @@ fn metrics_and_node_info_are_served() {
         "heck_checks_total{result=\"success\"}",
         "heck_checks_total{result=\"unexpected_status\"}",
         "heck_schedule_lag_seconds_bucket",
+        "heck_schedule_early_total",
         "heck_checks_in_flight",
         "heck_targets{status=\"unhealthy\"} 2",
     ] {
