@@ -21,10 +21,17 @@
 //! tells the story: one status change from probe to every node's answer, one failover, and the
 //! conflict rule with a worked example.
 
+pub mod adapter;
 pub mod answer;
+pub mod cluster;
 pub mod name;
 pub mod record;
+pub mod sim;
 
 pub use answer::{Answer, Pick, pick};
+pub use cluster::{
+    Cluster, ClusterError, Config, Effect, Identity, MemberEvent, Stats, SyncBody, SyncMsg, Timer,
+    decode, encode,
+};
 pub use name::NodeName;
 pub use record::{Key, StatusRecord, TargetEntry, Value};
