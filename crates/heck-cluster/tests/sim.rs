@@ -9,7 +9,7 @@ use heck_check::{Status, TargetName};
 use heck_cluster::Config;
 use heck_cluster::sim::invariants::*;
 use heck_cluster::sim::{SimNode, Truth, targets};
-use heck_sim::{Net, Sim};
+use heck_sim::{Fault, Net, Sim};
 
 const S: Duration = Duration::from_secs(1);
 
@@ -89,5 +89,214 @@ fn in_steady_state_every_target_has_exactly_one_owner_and_every_node_answers_the
     exactly_r_owners(&sim, 1).unwrap();
     answers_match_truth(&sim, &truth, sim.now(), 5 * S).unwrap();
     nothing_contested(&sim).unwrap();
+    answers_agree(&sim).unwrap();
+}
+
+/// The targets `node` was checking.
+fn checked_by(sim: &Sim<SimNode>, node: usize) -> Vec<TargetName> {
+    sim.nodes()[node]
+        .as_ref()
+        .map(|n| n.checking().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// First time after `after` that any running node checked `t`.
+fn first_check_after(sim: &Sim<SimNode>, t: &TargetName, after: Duration) -> Option<Duration> {
+    live(sim)
+        .filter_map(|(_, n)| {
+            n.check_log
+                .iter()
+                .find(|(at, x)| *at > after && x == t)
+                .map(|(at, _)| *at)
+        })
+        .min()
+}
+
+#[test]
+fn after_a_crash_its_targets_are_checked_again_within_detection_plus_one_interval() {
+    let setup = Setup {
+        m: 8,
+        n: 400,
+        interval: S,
+        replicas: 1,
+        net: lossy(0.01),
+        seed: seed(),
+    };
+    let (mut sim, names, truth) = build(&setup, Truth::new());
+    sim.run_until(15 * S);
+    exactly_r_owners(&sim, 1).unwrap();
+    let orphans = checked_by(&sim, 3);
+    assert!(orphans.len() > 20, "node 3 checks {}", orphans.len());
+    let crash = sim.now();
+    sim.at(crash, Fault::Crash(3));
+    sim.run_until(crash + 30 * S);
+    // Fast profile, 8 members: a probe round is 8 × 200 ms, the suspicion 0.8..4.8 s.
+    let detection = Duration::from_millis(1600 + 4800);
+    let worst = orphans
+        .iter()
+        .map(|t| first_check_after(&sim, t, crash).unwrap_or(Duration::MAX) - crash)
+        .max()
+        .unwrap();
+    eprintln!("worst time to the next check of an orphan: {worst:?}");
+    assert!(
+        worst <= detection + setup.interval,
+        "an orphan waited {worst:?} for its next check"
+    );
+    members_agree(&sim).unwrap();
+    exactly_r_owners(&sim, 1).unwrap();
+    no_target_lost(&sim, &names).unwrap();
+    answers_match_truth(&sim, &truth, sim.now(), 5 * S).unwrap();
+    // The new owners continued from the replicated status: no answer went through unknown.
+    for (i, n) in live(&sim) {
+        assert!(
+            n.last_change.values().all(|(_, s)| *s != Status::Unknown),
+            "node {i} flapped through unknown"
+        );
+    }
+}
+
+/// p-th percentile of `v` (sorted in place).
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Flip `flips` targets at spread times after `from`; return each flip's visibility latency:
+/// from the owner's write (the first node whose answer changed) to the last node's answer.
+fn visibility(sim: &mut Sim<SimNode>, flipped: &[TargetName], until: Duration) -> Vec<Duration> {
+    sim.run_until(until);
+    flipped
+        .iter()
+        .map(|t| {
+            let times: Vec<Duration> = live(sim)
+                .map(|(_, n)| {
+                    n.last_change
+                        .get(t)
+                        .filter(|(_, s)| *s == Status::Unhealthy)
+                        .map_or(Duration::MAX, |(at, _)| *at)
+                })
+                .collect();
+            *times.iter().max().unwrap() - *times.iter().min().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn a_status_change_is_visible_at_every_node_within_two_seconds_at_p99() {
+    let setup = Setup {
+        m: 12,
+        n: 600,
+        interval: 2 * S,
+        replicas: 1,
+        net: lossy(0.01),
+        seed: seed(),
+    };
+    let mut truth = Truth::new();
+    let flipped: Vec<TargetName> = (0..100)
+        .map(|i| TargetName::new(format!("t{}", i * 5)).unwrap())
+        .collect();
+    for (i, t) in flipped.iter().enumerate() {
+        truth.set(t, 20 * S + Duration::from_millis(97 * i as u64), false);
+    }
+    let (mut sim, _, truth) = build(&setup, truth);
+    let mut lat = visibility(&mut sim, &flipped, 45 * S);
+    let p99 = percentile(&mut lat, 0.99);
+    eprintln!(
+        "visibility p99 {p99:?}, max {:?}; {:?}",
+        lat.last(),
+        sim.stats()
+    );
+    assert!(p99 <= 2 * S, "p99 visibility {p99:?}");
+    answers_match_truth(&sim, &truth, sim.now(), 10 * S).unwrap();
+    nothing_contested(&sim).unwrap();
+}
+
+/// How many nodes of `group` check each target.
+fn checks_in(sim: &Sim<SimNode>, group: &[usize], t: &TargetName) -> usize {
+    group
+        .iter()
+        .filter(|&&i| sim.nodes()[i].as_ref().is_some_and(|n| n.cluster.owns(t)))
+        .count()
+}
+
+/// Step `sim` by `step` until `done` holds or `limit`; the time it first held.
+fn until(
+    sim: &mut Sim<SimNode>,
+    step: Duration,
+    limit: Duration,
+    done: impl Fn(&Sim<SimNode>) -> bool,
+) -> Option<Duration> {
+    while sim.now() < limit {
+        if done(sim) {
+            return Some(sim.now());
+        }
+        let next = sim.now() + step;
+        sim.run_until(next);
+    }
+    done(sim).then_some(sim.now())
+}
+
+#[test]
+fn in_a_partition_each_side_takes_over_and_after_the_heal_duplicates_and_conflicts_clear() {
+    let setup = Setup {
+        m: 6,
+        n: 300,
+        interval: S,
+        replicas: 1,
+        net: lossy(0.01),
+        seed: seed(),
+    };
+    let (a, b) = (vec![0, 1, 2], vec![3, 4, 5]);
+    let mut truth = Truth::new();
+    let flipped: Vec<TargetName> = (0..20)
+        .map(|i| TargetName::new(format!("t{}", i * 7)).unwrap())
+        .collect();
+    for t in &flipped {
+        truth.set(t, 25 * S, false);
+    }
+    let (mut sim, names, truth) = build(&setup, truth);
+    sim.run_until(10 * S);
+    exactly_r_owners(&sim, 1).unwrap();
+    sim.at(10 * S, Fault::Partition(vec![a.clone(), b.clone()]));
+    // Each side declares the other dead and takes over its targets.
+    let both = until(&mut sim, S / 10, 40 * S, |sim| {
+        names
+            .iter()
+            .all(|t| checks_in(sim, &a, t) == 1 && checks_in(sim, &b, t) == 1)
+    });
+    assert!(both.is_some(), "each side owns every target once");
+    sim.run_until(35 * S);
+    // Both sides saw the flips and wrote them: concurrent siblings.
+    let heal = sim.now();
+    sim.at(heal, Fault::Heal);
+    let contested_seen = until(&mut sim, S / 20, heal + 20 * S, |sim| {
+        live(sim).any(|(_, n)| {
+            flipped
+                .iter()
+                .any(|t| n.cluster.answer(t).is_some_and(|a| a.contested))
+        })
+    });
+    assert!(
+        contested_seen.is_some(),
+        "the two sides' writes meet as siblings"
+    );
+    let merged = until(&mut sim, S / 10, heal + 60 * S, |sim| {
+        members_agree(sim).is_ok() && exactly_r_owners(sim, 1).is_ok()
+    })
+    .expect("duplicate checking stops");
+    let settled = until(&mut sim, S / 10, heal + 60 * S, |sim| {
+        nothing_contested(sim).is_ok()
+    })
+    .expect("contested clears");
+    eprintln!(
+        "after the heal: one owner per target after {:?}, nothing contested after {:?}",
+        merged - heal,
+        settled - heal
+    );
+    sim.run_until(sim.now() + 5 * S);
+    no_target_lost(&sim, &names).unwrap();
+    exactly_r_owners(&sim, 1).unwrap();
+    nothing_contested(&sim).unwrap();
+    answers_match_truth(&sim, &truth, sim.now(), 5 * S).unwrap();
     answers_agree(&sim).unwrap();
 }
