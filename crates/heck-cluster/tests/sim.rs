@@ -300,3 +300,148 @@ fn in_a_partition_each_side_takes_over_and_after_the_heal_duplicates_and_conflic
     answers_match_truth(&sim, &truth, sim.now(), 5 * S).unwrap();
     answers_agree(&sim).unwrap();
 }
+
+fn input(name: &str) -> heck_check::TargetInput {
+    heck_check::TargetInput {
+        name: name.into(),
+        url: "http://192.0.2.1/health".into(),
+        interval: Some(heck_check::HumanDuration(S)),
+        timeout: Some(heck_check::HumanDuration(S / 4)),
+        ..Default::default()
+    }
+}
+
+/// Run `f` on node `i` as an API call at the current time, sending what it says.
+fn api(
+    sim: &mut Sim<SimNode>,
+    i: usize,
+    f: impl FnOnce(&mut SimNode, Duration) -> Vec<heck_cluster::Effect<usize>>,
+) {
+    let now = sim.now();
+    let node = sim.node_mut(i).unwrap();
+    let fx = f(node, now);
+    node.inject(fx);
+}
+
+#[test]
+fn a_target_added_or_deleted_through_any_node_is_replicated_and_checked_by_its_owner_only() {
+    let setup = Setup {
+        m: 5,
+        n: 50,
+        interval: S,
+        replicas: 1,
+        net: lossy(0.01),
+        seed: seed(),
+    };
+    let (mut sim, mut names, _) = build(&setup, Truth::new());
+    sim.run_until(10 * S);
+    let added = TargetName::new("api-1").unwrap();
+    api(&mut sim, 0, |n, now| {
+        n.cluster.add_target(now, input("api-1")).unwrap()
+    });
+    // A config-file target deleted through another node.
+    let t3 = TargetName::new("t3").unwrap();
+    api(&mut sim, 4, |n, now| {
+        n.cluster.remove_target(now, &t3).unwrap()
+    });
+    sim.run_until(15 * S);
+    names.insert(added.clone());
+    names.remove(&t3);
+    no_target_lost(&sim, &names).unwrap();
+    exactly_r_owners(&sim, 1).unwrap();
+    assert!(live(&sim).all(|(_, n)| {
+        n.cluster
+            .answer(&added)
+            .is_some_and(|a| a.status == Status::Healthy)
+    }));
+    // An add and a delete of the same target, concurrently on two nodes: present wins.
+    let t4 = TargetName::new("t4").unwrap();
+    api(&mut sim, 1, |n, now| {
+        n.cluster.remove_target(now, &t4).unwrap()
+    });
+    api(&mut sim, 2, |n, now| {
+        n.cluster.add_target(now, input("t4")).unwrap()
+    });
+    // And the added target deleted again.
+    api(&mut sim, 3, |n, now| {
+        n.cluster.remove_target(now, &added).unwrap()
+    });
+    sim.run_until(20 * S);
+    names.remove(&added);
+    no_target_lost(&sim, &names).unwrap();
+    exactly_r_owners(&sim, 1).unwrap();
+    assert!(
+        live(&sim).all(|(_, n)| n.cluster.targets()[&t4].url.as_str() == "http://192.0.2.1/health")
+    );
+    // Nobody checks or writes the deleted targets any more.
+    let before: Vec<u64> = live(&sim).map(|(_, n)| n.cluster.stats().writes).collect();
+    sim.run_until(25 * S);
+    for (i, n) in live(&sim) {
+        assert!(
+            !n.check_log
+                .iter()
+                .any(|(at, t)| *at > 21 * S && (*t == added || *t == t3)),
+            "node {i} checked a deleted target"
+        );
+        assert!(n.cluster.siblings(&added).is_empty() && n.cluster.siblings(&t3).is_empty());
+    }
+    let after: Vec<u64> = live(&sim).map(|(_, n)| n.cluster.stats().writes).collect();
+    assert_eq!(before, after, "no status changed, so nothing was written");
+}
+
+#[test]
+fn a_restarted_node_rejoins_takes_its_targets_back_and_catches_up() {
+    let setup = Setup {
+        m: 5,
+        n: 200,
+        interval: S,
+        replicas: 1,
+        net: lossy(0.01),
+        seed: seed(),
+    };
+    let mut truth = Truth::new();
+    let t9 = TargetName::new("t9").unwrap();
+    truth.set(&t9, 14 * S, false);
+    let (mut sim, names, truth) = build(&setup, truth);
+    sim.run_until(10 * S);
+    let mine: BTreeSet<TargetName> = checked_by(&sim, 2).into_iter().collect();
+    sim.at(10 * S, Fault::Crash(2));
+    sim.at(20 * S, Fault::Restart(2));
+    sim.run_until(40 * S);
+    members_agree(&sim).unwrap();
+    no_target_lost(&sim, &names).unwrap();
+    exactly_r_owners(&sim, 1).unwrap();
+    let again: BTreeSet<TargetName> = checked_by(&sim, 2).into_iter().collect();
+    assert_eq!(
+        mine, again,
+        "rendezvous gives the returning node exactly its targets back"
+    );
+    answers_match_truth(&sim, &truth, sim.now(), 5 * S).unwrap();
+    answers_agree(&sim).unwrap();
+    nothing_contested(&sim).unwrap();
+}
+
+#[test]
+fn with_two_replicas_every_target_has_two_checkers_and_survives_a_crash() {
+    let setup = Setup {
+        m: 5,
+        n: 200,
+        interval: S,
+        replicas: 2,
+        net: lossy(0.01),
+        seed: seed(),
+    };
+    let mut truth = Truth::new();
+    for i in 0..10 {
+        truth.set(&TargetName::new(format!("t{i}")).unwrap(), 12 * S, false);
+    }
+    let (mut sim, names, truth) = build(&setup, truth);
+    sim.run_until(10 * S);
+    exactly_r_owners(&sim, 2).unwrap();
+    sim.at(10 * S, Fault::Crash(1));
+    sim.run_until(30 * S);
+    exactly_r_owners(&sim, 2).unwrap();
+    no_target_lost(&sim, &names).unwrap();
+    answers_match_truth(&sim, &truth, sim.now(), 5 * S).unwrap();
+    answers_agree(&sim).unwrap();
+}

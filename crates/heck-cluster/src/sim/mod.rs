@@ -126,6 +126,8 @@ pub struct SimNode {
     pub check_log: Vec<(Duration, TargetName)>,
     /// When this node's answer for a target last changed status, and to what.
     pub last_change: HashMap<TargetName, (Duration, Status)>,
+    /// Effects of API calls made between steps, run on the next tick.
+    pending: Vec<Effect<NodeId>>,
 }
 
 impl SimNode {
@@ -163,12 +165,19 @@ impl SimNode {
             truth,
             check_log: Vec::new(),
             last_change: HashMap::new(),
+            pending: Vec::new(),
         }
     }
 
     /// The targets this node is checking now.
     pub fn checking(&self) -> impl Iterator<Item = &TargetName> {
         self.checks.keys()
+    }
+
+    /// Effects of an API call (`add_target`, `remove_target`) made between simulation steps:
+    /// run on the next tick, as the agent's API task hands them to the node.
+    pub fn inject(&mut self, effects: Vec<Effect<NodeId>>) {
+        self.pending.extend(effects);
     }
 
     /// Run `effects` at `now`: what heck-node does with them.
@@ -245,6 +254,8 @@ impl Process for SimNode {
             let fx = self.cluster.start(now, self.seeds.clone());
             self.run(now, fx, out);
         }
+        let pending = std::mem::take(&mut self.pending);
+        self.run(now, pending, out);
         while let Some(Reverse((at, _, _))) = self.timers.peek() {
             if *at > now {
                 break;
