@@ -1,0 +1,340 @@
+//! One or two `Cluster`s driven by hand: exact effects for start, settle, membership changes,
+//! writes, handover and the conflict rule's worked example (docs/protocols/cluster.md).
+#![allow(clippy::unwrap_used)]
+use std::time::{Duration, SystemTime};
+
+use heck_check::{CheckState, Status, TargetName, TargetSpec, Thresholds};
+use heck_cluster::adapter::check::first_due;
+use heck_cluster::sim::targets;
+use heck_cluster::{Cluster, Config, Effect, Identity, MemberEvent, NodeName, SyncBody, Timer};
+use heck_swim::{Body, Packet, Update};
+
+const S: Duration = Duration::from_secs(1);
+
+fn name(s: &str) -> NodeName {
+    NodeName::new(s).unwrap()
+}
+
+fn node(n: &str, addr: usize, specs: &[TargetSpec]) -> Cluster<usize> {
+    let id = Identity {
+        name: name(n),
+        addr,
+        incarnation: 1,
+        epoch: 1,
+        seed: addr as u64,
+    };
+    Cluster::new(Config::fast(), id, specs.to_vec()).unwrap()
+}
+
+fn th(specs: &[TargetSpec]) -> Thresholds {
+    specs[0].thresholds
+}
+
+/// A check state after `results` (true = success) observed at `at`.
+fn state_after(results: &[bool], at: Duration, th: Thresholds) -> CheckState {
+    let t = SystemTime::UNIX_EPOCH + at;
+    let mut s = CheckState::new(t);
+    for &r in results {
+        s.observe(r, t, th);
+    }
+    s
+}
+
+fn owns(fx: &[Effect<usize>]) -> Vec<TargetName> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Own { target, .. } => Some(target.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn disowns(fx: &[Effect<usize>]) -> Vec<TargetName> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Disown { target } => Some(target.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A SWIM packet from `from` carrying `updates` (as gossip).
+fn gossip(from: &str, addr: usize, updates: Vec<Update<usize>>) -> Packet<usize> {
+    Packet {
+        from: from.into(),
+        from_addr: addr,
+        body: Body::Gossip,
+        updates,
+        payloads: Vec::new(),
+    }
+}
+
+fn alive(n: &str, addr: usize) -> Update<usize> {
+    Update::Alive {
+        name: n.into(),
+        addr,
+        inc: 1,
+    }
+}
+
+#[test]
+fn a_lone_node_owns_every_target_at_once_on_its_phase_slot_from_unknown() {
+    let specs = targets(3, S, 2, 2);
+    let mut a = node("a", 0, &specs);
+    let now = 100 * S + S / 3;
+    let fx = a.start(now, Vec::new());
+    let own: Vec<Effect<usize>> = fx
+        .into_iter()
+        .filter(|e| matches!(e, Effect::Own { .. }))
+        .collect();
+    let want: Vec<Effect<usize>> = specs
+        .iter()
+        .map(|s| Effect::Own {
+            target: s.name.clone(),
+            state: CheckState::new(SystemTime::UNIX_EPOCH + now),
+            first_due: first_due(s, now),
+        })
+        .collect();
+    assert_eq!(own, want);
+}
+
+#[test]
+fn a_joiner_owns_nothing_until_its_settle_period_ends() {
+    let specs = targets(3, S, 2, 2);
+    let mut b = node("b", 1, &specs);
+    let fx = b.start(S, vec![0]);
+    assert!(owns(&fx).is_empty());
+    assert!(fx.contains(&Effect::Schedule {
+        after: Config::fast().settle,
+        timer: Timer::Settle
+    }));
+    let fx = b.handle_timer(2 * S, Timer::Settle);
+    assert_eq!(owns(&fx).len(), 3, "still alone after settling: owns all");
+}
+
+#[test]
+fn a_check_writes_only_when_the_status_changes() {
+    let specs = targets(1, S, 2, 2);
+    let t = specs[0].name.clone();
+    let mut a = node("a", 0, &specs);
+    a.start(S, Vec::new());
+    let fx = a.handle_check(2 * S, &t, &state_after(&[true], 2 * S, th(&specs)));
+    assert!(
+        fx.is_empty(),
+        "one success of rise 2: still unknown, nothing to write"
+    );
+    let healthy = state_after(&[true, true], 3 * S, th(&specs));
+    let fx = a.handle_check(3 * S, &t, &healthy);
+    assert_eq!(a.stats().writes, 1);
+    let changed = a.answer(&t).unwrap().clone();
+    assert_eq!(
+        fx,
+        vec![
+            Effect::Changed {
+                target: t.clone(),
+                answer: changed.clone()
+            },
+            Effect::Schedule {
+                after: Config::fast().push_delay,
+                timer: Timer::Push
+            },
+        ]
+    );
+    assert_eq!(changed.status, Status::Healthy);
+    assert_eq!(changed.observer, Some(name("a")));
+    let fx = a.handle_check(
+        4 * S,
+        &t,
+        &state_after(&[true, true, true], 4 * S, th(&specs)),
+    );
+    assert!(fx.is_empty(), "healthy again: no write");
+    assert_eq!(a.stats().writes, 1);
+}
+
+#[test]
+fn a_member_coming_up_takes_exactly_its_targets_and_gives_them_back_when_it_dies() {
+    let specs = targets(40, S, 2, 2);
+    let mut a = node("a", 0, &specs);
+    a.start(S, Vec::new());
+    let view = heck_ownership::View::new(vec![
+        heck_ownership::Member::new("a"),
+        heck_ownership::Member::new("b"),
+    ])
+    .unwrap();
+    let bs: Vec<TargetName> = specs
+        .iter()
+        .filter(|s| view.priority(s.name.as_str())[0].name() == "b")
+        .map(|s| s.name.clone())
+        .collect();
+    assert!(!bs.is_empty());
+
+    let fx = a.handle_swim(2 * S, 1, gossip("b", 1, vec![alive("b", 1)]));
+    let mut lost = disowns(&fx);
+    lost.sort();
+    let mut want = bs.clone();
+    want.sort();
+    assert_eq!(lost, want, "exactly b's targets move");
+    assert!(fx.iter().any(
+        |e| matches!(e, Effect::Sync { to: 1, msg } if matches!(msg.body, SyncBody::Hello { .. }))
+    ));
+    assert!(fx.contains(&Effect::Member {
+        name: name("b"),
+        event: MemberEvent::Live
+    }));
+
+    let dead = Update::Dead {
+        name: "b".into(),
+        inc: 1,
+        from: "a".into(),
+    };
+    let fx = a.handle_swim(3 * S, 1, gossip("b", 1, vec![dead]));
+    let mut back = owns(&fx);
+    back.sort();
+    assert_eq!(back, want, "and only they come back");
+}
+
+/// Two clusters `a` (address 0) and `b` (address 1) and a wire between them that delivers
+/// every SWIM and sync message, and fires push timers at once (other timers are left alone).
+struct Pair {
+    nodes: [Cluster<usize>; 2],
+    cut: bool,
+}
+
+impl Pair {
+    fn new(specs: &[TargetSpec]) -> Pair {
+        let mut p = Pair {
+            nodes: [node("a", 0, specs), node("b", 1, specs)],
+            cut: false,
+        };
+        let fa = p.nodes[0].start(S, Vec::new());
+        let fb = p.nodes[1].start(S, vec![0]);
+        p.deliver(S, 0, fa);
+        p.deliver(S, 1, fb);
+        let fx = p.nodes[1].handle_timer(S, Timer::Settle);
+        p.deliver(S, 1, fx);
+        p
+    }
+
+    /// Carry `fx` (produced by node `from`) until nothing is left to send.
+    fn deliver(&mut self, now: Duration, from: usize, fx: Vec<Effect<usize>>) {
+        let mut queue: Vec<(usize, Effect<usize>)> = fx.into_iter().map(|e| (from, e)).collect();
+        while let Some((at, e)) = queue.pop() {
+            let next = match e {
+                Effect::Swim { to, packet } if !self.cut && to < 2 => {
+                    (to, self.nodes[to].handle_swim(now, at, packet))
+                }
+                Effect::Sync { to, msg } if !self.cut && to < 2 => {
+                    (to, self.nodes[to].handle_sync(now, msg))
+                }
+                Effect::Schedule {
+                    timer: Timer::Push, ..
+                } => (at, self.nodes[at].handle_timer(now, Timer::Push)),
+                _ => continue,
+            };
+            queue.extend(next.1.into_iter().map(|e| (next.0, e)));
+        }
+    }
+
+    /// Node `i` ran a sync round (resends what is unacknowledged).
+    fn sync(&mut self, now: Duration, i: usize) {
+        let fx = self.nodes[i].handle_timer(now, Timer::Sync);
+        self.deliver(now, i, fx);
+    }
+}
+
+#[test]
+fn the_new_owner_continues_from_the_replicated_status_and_counters() {
+    let specs = targets(40, S, 2, 3);
+    let mut p = Pair::new(&specs);
+    assert!(p.nodes[0].live_members().count() == 2 && p.nodes[1].live_members().count() == 2);
+    let t = p.nodes[0].owned().next().unwrap().clone();
+    let healthy = state_after(&[true, true], 5 * S, th(&specs));
+    let fx = p.nodes[0].handle_check(5 * S, &t, &healthy);
+    p.deliver(5 * S, 0, fx);
+    let seen = p.nodes[1].answer(&t).unwrap();
+    assert_eq!(
+        (seen.status, seen.observer.clone()),
+        (Status::Healthy, Some(name("a")))
+    );
+
+    // a dies: b takes t over from a's record, not from unknown.
+    let dead = Update::Dead {
+        name: "a".into(),
+        inc: 1,
+        from: "b".into(),
+    };
+    let fx = p.nodes[1].handle_swim(9 * S, 0, gossip("a", 0, vec![dead]));
+    let own = fx.iter().find_map(|e| match e {
+        Effect::Own {
+            target,
+            state,
+            first_due,
+        } if *target == t => Some((state.clone(), *first_due)),
+        _ => None,
+    });
+    let (state, due) = own.expect("b owns t now");
+    assert_eq!(state, healthy);
+    assert_eq!(
+        due,
+        first_due(&specs.iter().find(|s| s.name == t).unwrap().clone(), 9 * S)
+    );
+}
+
+/// The worked example of docs/protocols/cluster.md: during a partition a (the owner) says
+/// healthy and b (which took over) says unhealthy; after the heal both records are siblings,
+/// every node answers a's (the owner's) and says contested, until a's next check writes a
+/// record that has seen both.
+#[test]
+fn p1_says_healthy_p2_says_unhealthy_and_the_owners_next_check_settles_it() {
+    let specs = targets(40, S, 1, 1);
+    let mut p = Pair::new(&specs);
+    let t = p.nodes[0].owned().next().unwrap().clone();
+    let th = th(&specs);
+    p.cut = true;
+    // b declares a dead and takes t over; each side checks it and sees something else.
+    let dead = Update::Dead {
+        name: "a".into(),
+        inc: 1,
+        from: "b".into(),
+    };
+    let fx = p.nodes[1].handle_swim(5 * S, 0, gossip("x", 9, vec![dead]));
+    assert!(owns(&fx).contains(&t));
+    let fx = p.nodes[0].handle_check(6 * S, &t, &state_after(&[true], 6 * S, th));
+    p.deliver(6 * S, 0, fx);
+    let fx = p.nodes[1].handle_check(7 * S, &t, &state_after(&[false], 7 * S, th));
+    p.deliver(7 * S, 1, fx);
+    assert_eq!(p.nodes[0].answer(&t).unwrap().status, Status::Healthy);
+    assert_eq!(p.nodes[1].answer(&t).unwrap().status, Status::Unhealthy);
+
+    // Heal: a refutes its death (a higher incarnation), b gives t back, deltas cross.
+    p.cut = false;
+    let back = Update::Alive {
+        name: "a".into(),
+        addr: 0,
+        inc: 2,
+    };
+    let fx = p.nodes[1].handle_swim(10 * S, 0, gossip("a", 0, vec![back]));
+    assert!(disowns(&fx).contains(&t));
+    p.deliver(10 * S, 1, fx);
+    p.sync(10 * S, 0);
+    p.sync(10 * S, 1);
+    for n in &p.nodes {
+        let a = n.answer(&t).unwrap();
+        assert_eq!(n.siblings(&t).len(), 2);
+        assert!(a.contested);
+        assert_eq!(
+            (a.status, a.observer.clone()),
+            (Status::Healthy, Some(name("a"))),
+            "the owner's sibling"
+        );
+    }
+    // a's next check: same status, but contested, so it writes; the write has seen both.
+    let fx = p.nodes[0].handle_check(11 * S, &t, &state_after(&[true, true], 11 * S, th));
+    p.deliver(11 * S, 0, fx);
+    for n in &p.nodes {
+        let a = n.answer(&t).unwrap();
+        assert_eq!(n.siblings(&t).len(), 1);
+        assert!(!a.contested);
+        assert_eq!(a.status, Status::Healthy);
+    }
+}
