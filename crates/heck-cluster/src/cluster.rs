@@ -20,7 +20,7 @@
 //! from the answer, or to settle a contested target: never per check; (3) every node computes
 //! answers with [`crate::answer::pick`] over the same siblings and owners; (4) nothing here reads
 //! a clock or draws randomness: `now` and a seed come in.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
@@ -290,6 +290,8 @@ pub struct Cluster<A> {
     store: Store,
     /// The latest incarnation heard of each peer: sync messages go only there.
     current: HashMap<NodeName, ReplicaId>,
+    /// Incarnations replaced by a newer one (one per restart of a peer: small).
+    retired: HashSet<ReplicaId>,
     /// The config file's targets (the same on every node).
     config_targets: BTreeMap<TargetName, TargetSpec>,
     /// The targets that exist: the config file's, overlaid with the replicated entries.
@@ -310,6 +312,12 @@ impl<A: Clone + PartialEq> Cluster<A> {
         id: Identity<A>,
         targets: Vec<TargetSpec>,
     ) -> Result<Self, ClusterError> {
+        // Every weight is checked here: a bad weight of another member would otherwise keep it
+        // out of the assignment silently, on every node.
+        for (name, &w) in &config.weights {
+            heck_ownership::Member::weighted(name.as_str(), w)
+                .map_err(|e| ClusterError::Ownership(e.to_string()))?;
+        }
         let owners = Owners::new(
             id.name.clone(),
             config.replicas.get(),
@@ -324,6 +332,7 @@ impl<A: Clone + PartialEq> Cluster<A> {
             owners,
             store,
             current: HashMap::new(),
+            retired: HashSet::new(),
             config_targets: BTreeMap::new(),
             targets: BTreeMap::new(),
             answers: HashMap::new(),
@@ -415,10 +424,13 @@ impl<A: Clone + PartialEq> Cluster<A> {
             self.stats.sync_bad_sender += 1;
             return out;
         }
-        let newer = self
-            .current
-            .get(&from)
-            .is_none_or(|known| replica.epoch > known.epoch);
+        // A replica id not heard before from this name is its newest incarnation (epochs need
+        // not grow: a random epoch only has to differ); one heard before and since replaced is
+        // an old incarnation's late message: its data still joins, but nothing is routed to it.
+        let newer = self.current.get(&from) != Some(&replica) && !self.retired.contains(&replica);
+        if newer && let Some(old) = self.current.get(&from) {
+            self.retired.insert(*old);
+        }
         let peer = Peer {
             name: from.clone(),
             replica,

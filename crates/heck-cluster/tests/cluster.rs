@@ -338,3 +338,61 @@ fn p1_says_healthy_p2_says_unhealthy_and_the_owners_next_check_settles_it() {
         assert_eq!(a.status, Status::Healthy);
     }
 }
+
+#[test]
+fn a_restarted_peer_is_synced_with_even_if_its_random_epoch_is_smaller() {
+    let specs = targets(4, S, 2, 2);
+    let mut a = node("a", 0, &specs);
+    a.start(S, Vec::new());
+    a.handle_swim(2 * S, 1, gossip("b", 1, vec![alive("b", 1)]));
+    let hello = |epoch| heck_cluster::SyncMsg {
+        from: name("b"),
+        body: SyncBody::Hello {
+            replica: heck_crdt::ReplicaId::new("b", epoch),
+        },
+    };
+    let answered = |fx: &[Effect<usize>]| {
+        fx.iter()
+            .any(|e| matches!(e, Effect::Sync { to: 1, msg } if matches!(msg.body, SyncBody::Hello { .. })))
+    };
+    assert!(
+        answered(&a.handle_sync(3 * S, hello(500))),
+        "first incarnation"
+    );
+    assert!(
+        answered(&a.handle_sync(4 * S, hello(7))),
+        "restarted with a smaller epoch: new"
+    );
+    assert!(
+        !answered(&a.handle_sync(5 * S, hello(500))),
+        "a late hello of the old one is not"
+    );
+    assert!(
+        !answered(&a.handle_sync(6 * S, hello(7))),
+        "nor a repeated one"
+    );
+}
+
+#[test]
+fn a_bad_weight_or_a_forged_sender_is_refused() {
+    let mut config = Config::fast();
+    config.weights.insert(name("x"), -1.0);
+    let id = Identity {
+        name: name("a"),
+        addr: 0usize,
+        incarnation: 1,
+        epoch: 1,
+        seed: 1,
+    };
+    assert!(Cluster::new(config, id, Vec::new()).is_err());
+
+    let mut a = node("a", 0, &[]);
+    let forged = heck_cluster::SyncMsg {
+        from: name("b"),
+        body: SyncBody::Hello {
+            replica: heck_crdt::ReplicaId::new("c", 1),
+        },
+    };
+    assert!(a.handle_sync(S, forged).is_empty());
+    assert_eq!(a.stats().sync_bad_sender, 1);
+}

@@ -147,7 +147,8 @@ impl SimNode {
             addr: id,
             // A restarted node is newer than anything its previous life said.
             incarnation: u64::from(restarts) << 32,
-            epoch: u64::from(restarts) + 1,
+            // Random, as review C4 suggests for the agent: epochs need only differ.
+            epoch: heck_sim::Rng::new(seed ^ ((id as u64) << 32) ^ u64::from(restarts)).next_u64(),
             seed: seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(restarts),
         };
         let cluster = match Cluster::new(config, identity, targets) {
