@@ -68,7 +68,16 @@ impl Config {
         let swim = heck_swim::Config::lan();
         Config {
             swim,
-            sync: heck_crdt::Config::default(),
+            // Each delta group reaches every peer from every node that found it news, whatever
+            // the fanout (heck-crdt's acks are per peer): the fanout only sets how many groups
+            // wait per peer. 8 peers a round keeps that small during a burst (joining an
+            // interval of k groups costs O(k²) today), and 4,096 groups keep a start-up burst
+            // of one write per target from overflowing into full states, which travel whole.
+            sync: heck_crdt::Config {
+                fanout: 8,
+                digest_every: 10,
+                max_buffer: 4096,
+            },
             sync_interval: Duration::from_millis(200),
             push_delay: Duration::from_millis(10),
             replicas: NonZeroUsize::MIN,

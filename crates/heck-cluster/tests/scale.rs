@@ -16,13 +16,19 @@ const S: Duration = Duration::from_secs(1);
 #[test]
 #[ignore = "long: run with --release"]
 fn fifty_nodes_ten_thousand_targets_one_percent_loss() {
-    let (m, n, interval) = (50, 10_000, 10 * S);
+    let env = |k: &str, d: usize| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let (m, n, interval) = (env("HECK_SCALE_M", 50), env("HECK_SCALE_N", 10_000), 10 * S);
     let specs = targets(n, interval, 2, 3);
     let names = specs.iter().map(|t| t.name.clone()).collect();
     let mut truth = Truth::new();
     // 100 flips between 150 s and 160 s, after start-up and the steady-state window.
     let flipped: Vec<TargetName> = (0..100)
-        .map(|i| TargetName::new(format!("t{}", i * 97)).unwrap())
+        .map(|i| TargetName::new(format!("t{}", i * (n / 100))).unwrap())
         .collect();
     for (i, t) in flipped.iter().enumerate() {
         truth.set(t, 150 * S + Duration::from_millis(100 * i as u64), false);
@@ -49,6 +55,14 @@ fn fifty_nodes_ten_thousand_targets_one_percent_loss() {
 
     // Start-up, then a steady-state window with no status change.
     sim.run_until(90 * S);
+    let (full, pending) = live(&sim).fold((0, 0), |(f, p), (_, nd)| {
+        let (st, buffered) = nd.cluster.sync_stats();
+        (f + st.full_states_sent, p + buffered)
+    });
+    eprintln!(
+        "after start-up (90 s): {} bytes sent in all, {full} full states, {pending} delta groups pending",
+        sim.stats().bytes
+    );
     members_agree(&sim).unwrap();
     exactly_r_owners(&sim, 1).unwrap();
     let b0 = sim.stats().bytes;
