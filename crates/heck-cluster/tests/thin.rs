@@ -11,11 +11,10 @@ fn key(i: u8) -> Key {
     Key::Target(TargetName::new(format!("t{}", i % 4)).unwrap())
 }
 
+type Map = ORMap<Key, Value>;
+
 /// Ops: (replica 0..3, key 0..4, write or remove); `seen[i]` says whether the receiver got op i.
-fn run(
-    ops: &[(u8, u8, bool)],
-    seen: &[bool],
-) -> (ORMap<Key, Value>, ORMap<Key, Value>, Vec<Delta<Key, Value>>) {
+fn run(ops: &[(u8, u8, bool)], seen: &[bool]) -> (Map, Map, Vec<Delta<Key, Value>>) {
     let mut reps: Vec<ORMap<Key, Value>> = (0..3).map(|_| ORMap::new()).collect();
     let mut all = ORMap::new();
     let mut receiver = ORMap::new();
