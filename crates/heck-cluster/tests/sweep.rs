@@ -25,7 +25,7 @@ fn run(seed: u64) -> Result<(), String> {
     let mut rng = Rng::new(seed);
     let m = 4 + (rng.next_u64() % 4) as usize;
     let replicas = 1 + (rng.next_u64() % 2) as usize;
-    let n = 100;
+    let n = 60;
     let net = Net {
         loss: rng.unit() * 0.05,
         duplicate: rng.unit() * 0.05,
@@ -35,7 +35,7 @@ fn run(seed: u64) -> Result<(), String> {
     let specs = targets(n, S, 2, 2);
     let names: BTreeSet<TargetName> = specs.iter().map(|t| t.name.clone()).collect();
     let mut truth = Truth::new();
-    for _ in 0..15 {
+    for _ in 0..12 {
         let t = TargetName::new(format!("t{}", rng.next_u64() % n as u64)).unwrap();
         let down_at = rng.duration(5 * S, 35 * S);
         truth.set(&t, down_at, false);
