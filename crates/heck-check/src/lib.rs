@@ -17,6 +17,6 @@ pub mod state;
 pub use outcome::{ErrorKind, Outcome};
 pub use spec::{
     Defaults, HumanDuration, ProbeKind, SpecError, StatusMatch, StatusSet, TargetInput, TargetName,
-    TargetSpec, Thresholds,
+    TargetSpec, TargetUrl, Thresholds, TlsOverrides,
 };
 pub use state::{CheckState, Status, Transition};

@@ -238,26 +238,34 @@ mod tests {
     proptest! {
         /// The status always equals what the tail of the history says: healthy iff the last
         /// `rise` results were successes, or the last threshold run reached was a success run.
+        /// Every transition is checked against the reference model's own change (from, to, at),
+        /// not against the machine's status, so a missed, doubled or mistimed transition fails.
         #[test]
-        fn status_follows_the_last_completed_run(
+        fn status_and_transitions_follow_the_last_completed_run(
             results in proptest::collection::vec(any::<bool>(), 0..60),
             rise in 1u32..5, fall in 1u32..5,
         ) {
             let mut s = CheckState::new(t(0));
             let mut expected = Status::Unknown;
-            let mut transitions = 0;
+            let mut expected_since = t(0);
             for (i, &ok) in results.iter().enumerate() {
-                let before = s.status();
-                let tr = s.observe(ok, t(i as u64 + 1), th(rise, fall));
+                let now = t(i as u64 + 1);
+                let tr = s.observe(ok, now, th(rise, fall));
                 // Reference model: look at the run ending here.
                 let run = results[..=i].iter().rev().take_while(|&&r| r == ok).count() as u32;
+                let before = expected;
                 if ok && run >= rise { expected = Status::Healthy; }
                 if !ok && run >= fall { expected = Status::Unhealthy; }
+                let expected_tr = (before != expected).then_some(Transition {
+                    from: before,
+                    to: expected,
+                    at: now,
+                });
+                if expected_tr.is_some() { expected_since = now; }
                 prop_assert_eq!(s.status(), expected);
-                prop_assert_eq!(tr.is_some(), before != s.status());
-                if tr.is_some() { transitions += 1; }
+                prop_assert_eq!(tr, expected_tr);
+                prop_assert_eq!(s.since(), expected_since);
             }
-            prop_assert!(transitions <= results.len());
         }
     }
 }

@@ -3,13 +3,14 @@
 //! ```text
 //!  inputs (the driver calls)                       effects (the driver does)
 //!  ─────────────────────────                       ─────────────────────────
-//!  start(now, seeds)                        ┌────> Swim { to, packet }      (UDP, sealed)
-//!  handle_swim(now, from, packet) ──> SWIM ─┤      Sync { to, msg }         (stream transport)
-//!  handle_timer(now, timer)                 │      Schedule { after, timer }
-//!  handle_sync(now, msg) ──> CRDT replica ──┤      Own { target, state, first_due }
-//!  handle_check(now, target, &CheckState)   │      Disown { target }
-//!  add_target / remove_target (API)         └────> TargetUpdated / TargetRemoved
-//!                                                  Changed { target, answer }  (event stream)
+//!  start(now, seeds)                           ┌────> Swim { to, packet }      (UDP, sealed)
+//!  handle_swim(now, packet) ─────────> SWIM ───┤      PushPull { to, join }    (stream transport)
+//!  handle_push_pull(now, state, join) ─> SWIM ─┤      Sync { to, msg }         (stream transport)
+//!  handle_timer(now, timer)                    │      Schedule { after, timer }
+//!  handle_sync(now, msg) ───> CRDT replica ────┤      Own { target, state, first_due }
+//!  handle_check(now, target, &CheckState)      │      Disown { target }
+//!  add_target / remove_target (API)            └────> TargetUpdated / TargetRemoved
+//!                                                     Changed { target, answer }  (event stream)
 //!  membership (alive + suspect, and me) ──> rendezvous owners ──> my share: Own / Disown
 //!  my check changed the status ──> write StatusRecord ──> push a sync round within push_delay
 //!  a delta arrives ──> re-answer the keys it touched ──> Changed; re-seed my check if superseded
@@ -20,12 +21,17 @@
 //! from the answer, or to settle a contested target: never per check; (3) every node computes
 //! answers with [`crate::answer::pick`] over the same siblings and owners; (4) nothing here reads
 //! a clock or draws randomness: `now` and a seed come in.
+//!
+//! Time: every input takes heck-swim's [`Now`]: `mono` (since the driver started) runs SWIM's
+//! timers, `wall` (since the Unix epoch) stamps status records (`observed_at`), places checks
+//! on the phase grid (`first_due`) and seals SWIM packets for the replay window.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use heck_check::{CheckState, Defaults, SpecError, Status, TargetInput, TargetName, TargetSpec};
 use heck_crdt::{Message, ReplicaId};
+use heck_swim::{Now, PushPullState};
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::check::{first_due, starting_state};
@@ -77,6 +83,9 @@ impl Config {
                 fanout: 8,
                 digest_every: 10,
                 max_buffer: 4096,
+                // heck-crdt's default: a full state for 10,000 targets is a few MiB, cut into
+                // pieces that each fit well under the stream's 4 MiB frame.
+                max_message_bytes: 1 << 20,
             },
             sync_interval: Duration::from_millis(200),
             push_delay: Duration::from_millis(10),
@@ -152,8 +161,10 @@ pub enum SyncBody {
     Crdt(Message<Key, Value>),
 }
 
-/// Largest sync message accepted by [`decode`], in bytes.
-pub const MAX_SYNC_MESSAGE: usize = 64 << 20;
+/// Largest sync message accepted by [`decode`], in bytes: heck-stream's default frame limit.
+/// heck-crdt cuts every transfer into pieces of at most `max_message_bytes` (1 MiB), so only a
+/// single entry larger than that could come near it, and status records and targets are small.
+pub const MAX_SYNC_MESSAGE: usize = 4 << 20;
 
 /// Encode a sync message (one version byte, then postcard).
 pub fn encode(msg: &SyncMsg) -> Vec<u8> {
@@ -185,6 +196,16 @@ pub enum Effect<A> {
         to: A,
         /// Packet.
         packet: heck_swim::Packet<A>,
+    },
+    /// Exchange full member lists with the member at `to` over the stream transport (SWIM
+    /// push-pull): send it [`Cluster::push_pull_state`] and `join`; hand its reply to
+    /// [`Cluster::handle_push_pull`] with the same `join`. A failed exchange needs nothing:
+    /// the next push-pull timer tries again.
+    PushPull {
+        /// Address (the member's gossip address; the transport maps it to its stream port).
+        to: A,
+        /// Part of joining (to a seed) rather than the periodic exchange.
+        join: bool,
     },
     /// Send a sync message over the stream transport.
     Sync {
@@ -234,6 +255,15 @@ pub enum Effect<A> {
         /// The new answer.
         answer: Answer,
     },
+    /// Packets from `from` are dropped because its clock and ours disagree by `skew_ms` (our
+    /// clock − its clock) beyond SWIM's replay window: one log line (reported once per sender,
+    /// again only after one of its packets was accepted).
+    ClockSkew {
+        /// The sender's name, as its authenticated packet said.
+        from: String,
+        /// Our wall clock minus the sender's, in milliseconds.
+        skew_ms: i64,
+    },
     /// A member's state changed (for logs and metrics).
     Member {
         /// Member.
@@ -265,6 +295,8 @@ pub struct Stats {
 pub enum ClusterError {
     /// The node's own configuration is unusable (weights, replicas).
     Ownership(String),
+    /// The membership parameters are unusable (heck-swim refused them).
+    Membership(heck_swim::ConfigError),
     /// No such target.
     NotFound(TargetName),
 }
@@ -273,6 +305,7 @@ impl std::fmt::Display for ClusterError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ClusterError::Ownership(e) => write!(f, "cluster configuration: {e}"),
+            ClusterError::Membership(e) => write!(f, "cluster configuration: {e}"),
             ClusterError::NotFound(t) => write!(f, "no target named {t:?}"),
         }
     }
@@ -314,7 +347,7 @@ pub struct Cluster<A> {
     stats: Stats,
 }
 
-impl<A: Clone + PartialEq> Cluster<A> {
+impl<A: Clone + PartialEq + Serialize> Cluster<A> {
     /// A node that knows only itself and the config file's `targets`.
     pub fn new(
         config: Config,
@@ -333,7 +366,8 @@ impl<A: Clone + PartialEq> Cluster<A> {
             config.weights.clone(),
         )
         .map_err(|e| ClusterError::Ownership(e.to_string()))?;
-        let membership = Membership::new(&id.name, id.addr, id.incarnation, config.swim, id.seed);
+        let membership = Membership::new(&id.name, id.addr, id.incarnation, config.swim, id.seed)
+            .map_err(ClusterError::Membership)?;
         let store = Store::new(ReplicaId::new(id.name.as_str(), id.epoch), config.sync);
         let mut c = Cluster {
             me: id.name,
@@ -355,16 +389,16 @@ impl<A: Clone + PartialEq> Cluster<A> {
         let mut ignored = Vec::new();
         for spec in targets {
             c.config_targets.insert(spec.name.clone(), spec.clone());
-            c.upsert_target(Duration::ZERO, spec, &mut ignored);
+            c.upsert_target(Now::default(), spec, &mut ignored);
         }
         Ok(c)
     }
 
     /// Join through `seeds` (none: the first node) and start the timers.
-    pub fn start(&mut self, now: Duration, seeds: Vec<A>) -> Vec<Effect<A>> {
+    pub fn start(&mut self, now: Now, seeds: Vec<A>) -> Vec<Effect<A>> {
         let mut out = Vec::new();
         let alone = seeds.is_empty();
-        let events = self.membership.start(seeds);
+        let events = self.membership.start(now, seeds);
         self.on_membership(now, events, &mut out);
         out.push(Effect::Schedule {
             after: self.config.sync_interval,
@@ -382,20 +416,15 @@ impl<A: Clone + PartialEq> Cluster<A> {
     }
 
     /// A SWIM packet arrived (already opened and authenticated by the driver).
-    pub fn handle_swim(
-        &mut self,
-        now: Duration,
-        from: A,
-        packet: heck_swim::Packet<A>,
-    ) -> Vec<Effect<A>> {
+    pub fn handle_swim(&mut self, now: Now, packet: heck_swim::Packet<A>) -> Vec<Effect<A>> {
         let mut out = Vec::new();
-        let events = self.membership.handle_packet(now, from, packet);
+        let events = self.membership.handle_packet(now, packet);
         self.on_membership(now, events, &mut out);
         out
     }
 
     /// A timer fired.
-    pub fn handle_timer(&mut self, now: Duration, timer: Timer) -> Vec<Effect<A>> {
+    pub fn handle_timer(&mut self, now: Now, timer: Timer) -> Vec<Effect<A>> {
         let mut out = Vec::new();
         match timer {
             Timer::Swim(t) => {
@@ -418,8 +447,31 @@ impl<A: Clone + PartialEq> Cluster<A> {
         out
     }
 
+    /// What this node sends in a push-pull, and answers a peer's push-pull request with: its
+    /// whole member list. Answer a request with this *before* handing the request's state to
+    /// [`Cluster::handle_push_pull`] (memberlist does the same: the reply is our view, not the
+    /// merge).
+    pub fn push_pull_state(&self) -> PushPullState<A> {
+        self.membership.local_state()
+    }
+
+    /// A push-pull peer's state arrived: its request, or its reply to our
+    /// [`Effect::PushPull`]. The transport authenticated the peer; the driver should drop a
+    /// state whose `from` is not the peer it authenticated.
+    pub fn handle_push_pull(
+        &mut self,
+        now: Now,
+        remote: PushPullState<A>,
+        join: bool,
+    ) -> Vec<Effect<A>> {
+        let mut out = Vec::new();
+        let events = self.membership.handle_push_pull(now, remote, join);
+        self.on_membership(now, events, &mut out);
+        out
+    }
+
     /// A sync message arrived (decoded by the driver; the transport authenticated the peer).
-    pub fn handle_sync(&mut self, now: Duration, msg: SyncMsg) -> Vec<Effect<A>> {
+    pub fn handle_sync(&mut self, now: Now, msg: SyncMsg) -> Vec<Effect<A>> {
         let mut out = Vec::new();
         let from = msg.from;
         if from == self.me {
@@ -436,15 +488,23 @@ impl<A: Clone + PartialEq> Cluster<A> {
         // A replica id not heard before from this name is its newest incarnation (epochs need
         // not grow: a random epoch only has to differ); one heard before and since replaced is
         // an old incarnation's late message: its data still joins, but nothing is routed to it.
-        let newer = self.current.get(&from) != Some(&replica) && !self.retired.contains(&replica);
-        if newer && let Some(old) = self.current.get(&from) {
-            self.retired.insert(*old);
-        }
+        // So is a message from a member SWIM does not list as live (a dead node's late
+        // message): made a peer, it would hold back the buffer's collection for good (C2).
+        let newer = self.current.get(&from) != Some(&replica)
+            && !self.retired.contains(&replica)
+            && self.membership.addr_of(from.as_str()).is_some();
         let peer = Peer {
             name: from.clone(),
             replica,
         };
         if newer {
+            if let Some(old) = self.current.get(&from).copied() {
+                self.retired.insert(old);
+                self.store.remove_peer(&Peer {
+                    name: from.clone(),
+                    replica: old,
+                });
+            }
             self.current.insert(from.clone(), replica);
             self.store.add_peer(peer.clone());
             if matches!(msg.body, SyncBody::Hello { .. }) {
@@ -466,7 +526,7 @@ impl<A: Clone + PartialEq> Cluster<A> {
     /// after the result. Writes a status record when the rule says so (see the module doc).
     pub fn handle_check(
         &mut self,
-        now: Duration,
+        now: Now,
         target: &TargetName,
         state: &CheckState,
     ) -> Vec<Effect<A>> {
@@ -492,7 +552,7 @@ impl<A: Clone + PartialEq> Cluster<A> {
         let record = StatusRecord {
             check: state.clone(),
             observer: self.me.clone(),
-            observed_at: now,
+            observed_at: now.wall,
         };
         self.store
             .write(Key::Status(target.clone()), Value::Status(record));
@@ -505,14 +565,14 @@ impl<A: Clone + PartialEq> Cluster<A> {
     /// Add (or change) a target through this node's API; replicated to every node.
     pub fn add_target(
         &mut self,
-        now: Duration,
+        now: Now,
         input: TargetInput,
     ) -> Result<Vec<Effect<A>>, SpecError> {
         let spec = input.resolve(&self.config.defaults)?;
         let mut out = Vec::new();
         self.store.write(
             Key::Target(spec.name.clone()),
-            Value::Target(TargetEntry::Present(input)),
+            Value::Target(TargetEntry::Present(Box::new(input))),
         );
         self.refresh_target(now, &spec.name, &mut out);
         self.schedule_push(&mut out);
@@ -523,7 +583,7 @@ impl<A: Clone + PartialEq> Cluster<A> {
     /// config-file target stays deleted too).
     pub fn remove_target(
         &mut self,
-        now: Duration,
+        now: Now,
         target: &TargetName,
     ) -> Result<Vec<Effect<A>>, ClusterError> {
         if !self.targets.contains_key(target) {
@@ -541,9 +601,9 @@ impl<A: Clone + PartialEq> Cluster<A> {
     }
 
     /// Leave the cluster gracefully: tell the members, stop checking.
-    pub fn leave(&mut self, now: Duration) -> Vec<Effect<A>> {
+    pub fn leave(&mut self, now: Now) -> Vec<Effect<A>> {
         let mut out = Vec::new();
-        let events = self.membership.leave();
+        let events = self.membership.leave(now);
         self.on_membership(now, events, &mut out);
         for target in self.owned.drain().map(|(t, _)| t) {
             out.push(Effect::Disown { target });
@@ -641,7 +701,7 @@ impl<A: Clone + PartialEq> Cluster<A> {
         z ^ (z >> 31)
     }
 
-    fn settle(&mut self, now: Duration, out: &mut Vec<Effect<A>>) {
+    fn settle(&mut self, now: Now, out: &mut Vec<Effect<A>>) {
         if self.settled {
             return;
         }
@@ -653,7 +713,7 @@ impl<A: Clone + PartialEq> Cluster<A> {
         }
     }
 
-    fn own(&mut self, now: Duration, target: &TargetName, out: &mut Vec<Effect<A>>) {
+    fn own(&mut self, now: Now, target: &TargetName, out: &mut Vec<Effect<A>>) {
         let Some(spec) = self.targets.get(target) else {
             return;
         };
@@ -671,8 +731,8 @@ impl<A: Clone + PartialEq> Cluster<A> {
         if self.settled {
             out.push(Effect::Own {
                 target: target.clone(),
-                state: starting_state(record.as_ref(), now),
-                first_due: first_due(spec, now),
+                state: starting_state(record.as_ref(), now.wall),
+                first_due: first_due(spec, now.wall),
             });
         }
     }
@@ -732,10 +792,12 @@ impl<A: Clone + PartialEq> Cluster<A> {
         }
     }
 
-    fn on_membership(&mut self, now: Duration, events: Vec<Event<A>>, out: &mut Vec<Effect<A>>) {
+    fn on_membership(&mut self, now: Now, events: Vec<Event<A>>, out: &mut Vec<Effect<A>>) {
         for e in events {
             match e {
                 Event::Send(to, packet) => out.push(Effect::Swim { to, packet }),
+                Event::PushPull(to, join) => out.push(Effect::PushPull { to, join }),
+                Event::ClockSkew(from, skew_ms) => out.push(Effect::ClockSkew { from, skew_ms }),
                 Event::Schedule(after, t) => out.push(Effect::Schedule {
                     after,
                     timer: Timer::Swim(t),
@@ -757,6 +819,15 @@ impl<A: Clone + PartialEq> Cluster<A> {
                     event: MemberEvent::Suspect,
                 }),
                 Event::Gone(name) => {
+                    // Its incarnation stops being a peer (C2). Not retired: a member that
+                    // refutes its death comes back with the same replica id, and its next
+                    // hello or delta makes it a peer again.
+                    if let Some(replica) = self.current.remove(&name) {
+                        self.store.remove_peer(&Peer {
+                            name: name.clone(),
+                            replica,
+                        });
+                    }
                     let (moved, mine) = self.owners.leave(&name);
                     self.after_moves(now, moved, mine, out);
                     out.push(Effect::Member {
@@ -770,7 +841,7 @@ impl<A: Clone + PartialEq> Cluster<A> {
 
     fn after_moves(
         &mut self,
-        now: Duration,
+        now: Now,
         moved: Vec<TargetName>,
         mine: Vec<Change>,
         out: &mut Vec<Effect<A>>,
@@ -822,7 +893,7 @@ impl<A: Clone + PartialEq> Cluster<A> {
         Some(answer)
     }
 
-    fn on_changed(&mut self, now: Duration, changed: Changed, out: &mut Vec<Effect<A>>) {
+    fn on_changed(&mut self, now: Now, changed: Changed, out: &mut Vec<Effect<A>>) {
         let keys: Vec<Key> = match changed {
             Changed::Nothing => return,
             Changed::Keys(k) => k,
@@ -853,7 +924,7 @@ impl<A: Clone + PartialEq> Cluster<A> {
     /// Another node's record for `target` arrived. If this node checks it and the answer now
     /// rests on a newer record of someone else that disagrees with its check, continue from that
     /// record (a stale starting state would otherwise flap the answer back).
-    fn on_status_news(&mut self, now: Duration, target: &TargetName, out: &mut Vec<Effect<A>>) {
+    fn on_status_news(&mut self, now: Now, target: &TargetName, out: &mut Vec<Effect<A>>) {
         let Some(answer) = self.refresh_answer(target, out) else {
             return;
         };
@@ -881,14 +952,14 @@ impl<A: Clone + PartialEq> Cluster<A> {
         out.push(Effect::Own {
             target: target.clone(),
             state: record.check,
-            first_due: first_due(spec, now),
+            first_due: first_due(spec, now.wall),
         });
     }
 
     /// Re-derive whether `target` exists (and its spec) from the config file and the replicated
     /// entries: no entry → the config file decides; any `Present` sibling → present (the one
     /// with the largest dot gives the spec); only `Deleted` → gone.
-    fn refresh_target(&mut self, now: Duration, target: &TargetName, out: &mut Vec<Effect<A>>) {
+    fn refresh_target(&mut self, now: Now, target: &TargetName, out: &mut Vec<Effect<A>>) {
         let entries = self.store.siblings(&Key::Target(target.clone()));
         let desired = if entries.is_empty() {
             self.config_targets.get(target).cloned()
@@ -926,7 +997,7 @@ impl<A: Clone + PartialEq> Cluster<A> {
         }
     }
 
-    fn upsert_target(&mut self, now: Duration, spec: TargetSpec, out: &mut Vec<Effect<A>>) {
+    fn upsert_target(&mut self, now: Now, spec: TargetSpec, out: &mut Vec<Effect<A>>) {
         let name = spec.name.clone();
         let new = self.targets.insert(name.clone(), spec).is_none();
         if new {

@@ -33,5 +33,6 @@ pub use cluster::{
     Cluster, ClusterError, Config, Effect, Identity, MemberEvent, Stats, SyncBody, SyncMsg, Timer,
     decode, encode,
 };
+pub use heck_swim::{Now, PushPullState};
 pub use name::NodeName;
 pub use record::{Key, StatusRecord, TargetEntry, Value};

@@ -76,7 +76,8 @@ impl StatusRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TargetEntry {
     /// Added (or changed) with this input; replaces the config file's spec of the same name.
-    Present(TargetInput),
+    /// (Boxed: an input is large, a tombstone is nothing; the encoding is the same.)
+    Present(Box<TargetInput>),
     /// Deleted.
     Deleted,
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use heck_check::{CheckState, Status, TargetName, TargetSpec, Thresholds};
 use heck_cluster::adapter::check::first_due;
-use heck_cluster::sim::targets;
+use heck_cluster::sim::{at, targets};
 use heck_cluster::{Cluster, Config, Effect, Identity, MemberEvent, NodeName, SyncBody, Timer};
 use heck_swim::{Body, Packet, Update};
 
@@ -63,6 +63,8 @@ fn gossip(from: &str, addr: usize, updates: Vec<Update<usize>>) -> Packet<usize>
     Packet {
         from: from.into(),
         from_addr: addr,
+        // Sealed at time zero: inside the 60 s replay window of every `now` these tests use.
+        sent_at_ms: 0,
         body: Body::Gossip,
         updates,
         payloads: Vec::new(),
@@ -82,7 +84,7 @@ fn a_lone_node_owns_every_target_at_once_on_its_phase_slot_from_unknown() {
     let specs = targets(3, S, 2, 2);
     let mut a = node("a", 0, &specs);
     let now = 100 * S + S / 3;
-    let fx = a.start(now, Vec::new());
+    let fx = a.start(at(now), Vec::new());
     let own: Vec<Effect<usize>> = fx
         .into_iter()
         .filter(|e| matches!(e, Effect::Own { .. }))
@@ -102,13 +104,13 @@ fn a_lone_node_owns_every_target_at_once_on_its_phase_slot_from_unknown() {
 fn a_joiner_owns_nothing_until_its_settle_period_ends() {
     let specs = targets(3, S, 2, 2);
     let mut b = node("b", 1, &specs);
-    let fx = b.start(S, vec![0]);
+    let fx = b.start(at(S), vec![0]);
     assert!(owns(&fx).is_empty());
     assert!(fx.contains(&Effect::Schedule {
         after: Config::fast().settle,
         timer: Timer::Settle
     }));
-    let fx = b.handle_timer(2 * S, Timer::Settle);
+    let fx = b.handle_timer(at(2 * S), Timer::Settle);
     assert_eq!(owns(&fx).len(), 3, "still alone after settling: owns all");
 }
 
@@ -117,14 +119,14 @@ fn a_check_writes_only_when_the_status_changes() {
     let specs = targets(1, S, 2, 2);
     let t = specs[0].name.clone();
     let mut a = node("a", 0, &specs);
-    a.start(S, Vec::new());
-    let fx = a.handle_check(2 * S, &t, &state_after(&[true], 2 * S, th(&specs)));
+    a.start(at(S), Vec::new());
+    let fx = a.handle_check(at(2 * S), &t, &state_after(&[true], 2 * S, th(&specs)));
     assert!(
         fx.is_empty(),
         "one success of rise 2: still unknown, nothing to write"
     );
     let healthy = state_after(&[true, true], 3 * S, th(&specs));
-    let fx = a.handle_check(3 * S, &t, &healthy);
+    let fx = a.handle_check(at(3 * S), &t, &healthy);
     assert_eq!(a.stats().writes, 1);
     let changed = a.answer(&t).unwrap().clone();
     assert_eq!(
@@ -143,7 +145,7 @@ fn a_check_writes_only_when_the_status_changes() {
     assert_eq!(changed.status, Status::Healthy);
     assert_eq!(changed.observer, Some(name("a")));
     let fx = a.handle_check(
-        4 * S,
+        at(4 * S),
         &t,
         &state_after(&[true, true, true], 4 * S, th(&specs)),
     );
@@ -155,7 +157,7 @@ fn a_check_writes_only_when_the_status_changes() {
 fn a_member_coming_up_takes_exactly_its_targets_and_gives_them_back_when_it_dies() {
     let specs = targets(40, S, 2, 2);
     let mut a = node("a", 0, &specs);
-    a.start(S, Vec::new());
+    a.start(at(S), Vec::new());
     let view = heck_ownership::View::new(vec![
         heck_ownership::Member::new("a"),
         heck_ownership::Member::new("b"),
@@ -168,7 +170,7 @@ fn a_member_coming_up_takes_exactly_its_targets_and_gives_them_back_when_it_dies
         .collect();
     assert!(!bs.is_empty());
 
-    let fx = a.handle_swim(2 * S, 1, gossip("b", 1, vec![alive("b", 1)]));
+    let fx = a.handle_swim(at(2 * S), gossip("b", 1, vec![alive("b", 1)]));
     let mut lost = disowns(&fx);
     lost.sort();
     let mut want = bs.clone();
@@ -187,7 +189,7 @@ fn a_member_coming_up_takes_exactly_its_targets_and_gives_them_back_when_it_dies
         inc: 1,
         from: "a".into(),
     };
-    let fx = a.handle_swim(3 * S, 1, gossip("b", 1, vec![dead]));
+    let fx = a.handle_swim(at(3 * S), gossip("b", 1, vec![dead]));
     let mut back = owns(&fx);
     back.sort();
     assert_eq!(back, want, "and only they come back");
@@ -206,11 +208,11 @@ impl Pair {
             nodes: [node("a", 0, specs), node("b", 1, specs)],
             cut: false,
         };
-        let fa = p.nodes[0].start(S, Vec::new());
-        let fb = p.nodes[1].start(S, vec![0]);
+        let fa = p.nodes[0].start(at(S), Vec::new());
+        let fb = p.nodes[1].start(at(S), vec![0]);
         p.deliver(S, 0, fa);
         p.deliver(S, 1, fb);
-        let fx = p.nodes[1].handle_timer(S, Timer::Settle);
+        let fx = p.nodes[1].handle_timer(at(S), Timer::Settle);
         p.deliver(S, 1, fx);
         p
     }
@@ -218,17 +220,17 @@ impl Pair {
     /// Carry `fx` (produced by node `from`) until nothing is left to send.
     fn deliver(&mut self, now: Duration, from: usize, fx: Vec<Effect<usize>>) {
         let mut queue: Vec<(usize, Effect<usize>)> = fx.into_iter().map(|e| (from, e)).collect();
-        while let Some((at, e)) = queue.pop() {
+        while let Some((by, e)) = queue.pop() {
             let next = match e {
                 Effect::Swim { to, packet } if !self.cut && to < 2 => {
-                    (to, self.nodes[to].handle_swim(now, at, packet))
+                    (to, self.nodes[to].handle_swim(at(now), packet))
                 }
                 Effect::Sync { to, msg } if !self.cut && to < 2 => {
-                    (to, self.nodes[to].handle_sync(now, msg))
+                    (to, self.nodes[to].handle_sync(at(now), msg))
                 }
                 Effect::Schedule {
                     timer: Timer::Push, ..
-                } => (at, self.nodes[at].handle_timer(now, Timer::Push)),
+                } => (by, self.nodes[by].handle_timer(at(now), Timer::Push)),
                 _ => continue,
             };
             queue.extend(next.1.into_iter().map(|e| (next.0, e)));
@@ -237,7 +239,7 @@ impl Pair {
 
     /// Node `i` ran a sync round (resends what is unacknowledged).
     fn sync(&mut self, now: Duration, i: usize) {
-        let fx = self.nodes[i].handle_timer(now, Timer::Sync);
+        let fx = self.nodes[i].handle_timer(at(now), Timer::Sync);
         self.deliver(now, i, fx);
     }
 }
@@ -249,7 +251,7 @@ fn the_new_owner_continues_from_the_replicated_status_and_counters() {
     assert!(p.nodes[0].live_members().count() == 2 && p.nodes[1].live_members().count() == 2);
     let t = p.nodes[0].owned().next().unwrap().clone();
     let healthy = state_after(&[true, true], 5 * S, th(&specs));
-    let fx = p.nodes[0].handle_check(5 * S, &t, &healthy);
+    let fx = p.nodes[0].handle_check(at(5 * S), &t, &healthy);
     p.deliver(5 * S, 0, fx);
     let seen = p.nodes[1].answer(&t).unwrap();
     assert_eq!(
@@ -263,7 +265,7 @@ fn the_new_owner_continues_from_the_replicated_status_and_counters() {
         inc: 1,
         from: "b".into(),
     };
-    let fx = p.nodes[1].handle_swim(9 * S, 0, gossip("a", 0, vec![dead]));
+    let fx = p.nodes[1].handle_swim(at(9 * S), gossip("a", 0, vec![dead]));
     let own = fx.iter().find_map(|e| match e {
         Effect::Own {
             target,
@@ -297,11 +299,11 @@ fn p1_says_healthy_p2_says_unhealthy_and_the_owners_next_check_settles_it() {
         inc: 1,
         from: "b".into(),
     };
-    let fx = p.nodes[1].handle_swim(5 * S, 0, gossip("x", 9, vec![dead]));
+    let fx = p.nodes[1].handle_swim(at(5 * S), gossip("x", 9, vec![dead]));
     assert!(owns(&fx).contains(&t));
-    let fx = p.nodes[0].handle_check(6 * S, &t, &state_after(&[true], 6 * S, th));
+    let fx = p.nodes[0].handle_check(at(6 * S), &t, &state_after(&[true], 6 * S, th));
     p.deliver(6 * S, 0, fx);
-    let fx = p.nodes[1].handle_check(7 * S, &t, &state_after(&[false], 7 * S, th));
+    let fx = p.nodes[1].handle_check(at(7 * S), &t, &state_after(&[false], 7 * S, th));
     p.deliver(7 * S, 1, fx);
     assert_eq!(p.nodes[0].answer(&t).unwrap().status, Status::Healthy);
     assert_eq!(p.nodes[1].answer(&t).unwrap().status, Status::Unhealthy);
@@ -313,7 +315,7 @@ fn p1_says_healthy_p2_says_unhealthy_and_the_owners_next_check_settles_it() {
         addr: 0,
         inc: 2,
     };
-    let fx = p.nodes[1].handle_swim(10 * S, 0, gossip("a", 0, vec![back]));
+    let fx = p.nodes[1].handle_swim(at(10 * S), gossip("a", 0, vec![back]));
     assert!(disowns(&fx).contains(&t));
     p.deliver(10 * S, 1, fx);
     p.sync(10 * S, 0);
@@ -329,7 +331,7 @@ fn p1_says_healthy_p2_says_unhealthy_and_the_owners_next_check_settles_it() {
         );
     }
     // a's next check: same status, but contested, so it writes; the write has seen both.
-    let fx = p.nodes[0].handle_check(11 * S, &t, &state_after(&[true, true], 11 * S, th));
+    let fx = p.nodes[0].handle_check(at(11 * S), &t, &state_after(&[true, true], 11 * S, th));
     p.deliver(11 * S, 0, fx);
     for n in &p.nodes {
         let a = n.answer(&t).unwrap();
@@ -343,8 +345,8 @@ fn p1_says_healthy_p2_says_unhealthy_and_the_owners_next_check_settles_it() {
 fn a_restarted_peer_is_synced_with_even_if_its_random_epoch_is_smaller() {
     let specs = targets(4, S, 2, 2);
     let mut a = node("a", 0, &specs);
-    a.start(S, Vec::new());
-    a.handle_swim(2 * S, 1, gossip("b", 1, vec![alive("b", 1)]));
+    a.start(at(S), Vec::new());
+    a.handle_swim(at(2 * S), gossip("b", 1, vec![alive("b", 1)]));
     let hello = |epoch| heck_cluster::SyncMsg {
         from: name("b"),
         body: SyncBody::Hello {
@@ -356,19 +358,19 @@ fn a_restarted_peer_is_synced_with_even_if_its_random_epoch_is_smaller() {
             .any(|e| matches!(e, Effect::Sync { to: 1, msg } if matches!(msg.body, SyncBody::Hello { .. })))
     };
     assert!(
-        answered(&a.handle_sync(3 * S, hello(500))),
+        answered(&a.handle_sync(at(3 * S), hello(500))),
         "first incarnation"
     );
     assert!(
-        answered(&a.handle_sync(4 * S, hello(7))),
+        answered(&a.handle_sync(at(4 * S), hello(7))),
         "restarted with a smaller epoch: new"
     );
     assert!(
-        !answered(&a.handle_sync(5 * S, hello(500))),
+        !answered(&a.handle_sync(at(5 * S), hello(500))),
         "a late hello of the old one is not"
     );
     assert!(
-        !answered(&a.handle_sync(6 * S, hello(7))),
+        !answered(&a.handle_sync(at(6 * S), hello(7))),
         "nor a repeated one"
     );
 }
@@ -393,6 +395,6 @@ fn a_bad_weight_or_a_forged_sender_is_refused() {
             replica: heck_crdt::ReplicaId::new("c", 1),
         },
     };
-    assert!(a.handle_sync(S, forged).is_empty());
+    assert!(a.handle_sync(at(S), forged).is_empty());
     assert_eq!(a.stats().sync_bad_sender, 1);
 }

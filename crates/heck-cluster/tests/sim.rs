@@ -8,7 +8,7 @@ use std::time::Duration;
 use heck_check::{Status, TargetName};
 use heck_cluster::Config;
 use heck_cluster::sim::invariants::*;
-use heck_cluster::sim::{SimNode, Truth, targets};
+use heck_cluster::sim::{SimNode, Truth, at, targets};
 use heck_sim::{Fault, Net, Sim};
 
 const S: Duration = Duration::from_secs(1);
@@ -337,12 +337,12 @@ fn a_target_added_or_deleted_through_any_node_is_replicated_and_checked_by_its_o
     sim.run_until(10 * S);
     let added = TargetName::new("api-1").unwrap();
     api(&mut sim, 0, |n, now| {
-        n.cluster.add_target(now, input("api-1")).unwrap()
+        n.cluster.add_target(at(now), input("api-1")).unwrap()
     });
     // A config-file target deleted through another node.
     let t3 = TargetName::new("t3").unwrap();
     api(&mut sim, 4, |n, now| {
-        n.cluster.remove_target(now, &t3).unwrap()
+        n.cluster.remove_target(at(now), &t3).unwrap()
     });
     sim.run_until(15 * S);
     names.insert(added.clone());
@@ -357,21 +357,23 @@ fn a_target_added_or_deleted_through_any_node_is_replicated_and_checked_by_its_o
     // An add and a delete of the same target, concurrently on two nodes: present wins.
     let t4 = TargetName::new("t4").unwrap();
     api(&mut sim, 1, |n, now| {
-        n.cluster.remove_target(now, &t4).unwrap()
+        n.cluster.remove_target(at(now), &t4).unwrap()
     });
     api(&mut sim, 2, |n, now| {
-        n.cluster.add_target(now, input("t4")).unwrap()
+        n.cluster.add_target(at(now), input("t4")).unwrap()
     });
     // And the added target deleted again.
     api(&mut sim, 3, |n, now| {
-        n.cluster.remove_target(now, &added).unwrap()
+        n.cluster.remove_target(at(now), &added).unwrap()
     });
     sim.run_until(20 * S);
     names.remove(&added);
     no_target_lost(&sim, &names).unwrap();
     exactly_r_owners(&sim, 1).unwrap();
     assert!(
-        live(&sim).all(|(_, n)| n.cluster.targets()[&t4].url.as_str() == "http://192.0.2.1/health")
+        live(&sim)
+            .all(|(_, n)| n.cluster.targets()[&t4].url.as_url().as_str()
+                == "http://192.0.2.1/health")
     );
     // Nobody checks or writes the deleted targets any more.
     let before: Vec<u64> = live(&sim).map(|(_, n)| n.cluster.stats().writes).collect();

@@ -13,7 +13,9 @@
 //! Invariant: a config either loads whole, with every target validated by the same
 //! [`heck_check::TargetInput::resolve`] the API uses, or fails before anything starts with an
 //! error that names the file, line, column and field. Unknown fields, duplicate names, invalid
-//! URLs, zero durations and `timeout >= interval` are all such errors.
+//! URLs, zero durations, `timeout >= interval` and a `tls_ca_file` that is not a readable PEM
+//! bundle are all such errors. Whether a file loads, and what it loads to, never depends on its
+//! size (see [`parse`] for the large-file path and the property test that holds it to this).
 //!
 //! How the position is found: serde errors (syntax, unknown field, wrong type) come with a byte
 //! span from the `toml` crate. Validation errors come from `resolve` as a field name; we then look
@@ -22,6 +24,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+
+use std::collections::HashMap;
 
 use heck_check::{Defaults, SpecError, TargetInput, TargetSpec};
 use serde::Deserialize;
@@ -68,12 +72,14 @@ struct RawConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{}: cannot read config: {source}", path.display())]
+    // The OS error is in the message and deliberately not a `source`: `{:#}` (anyhow) prints
+    // the source chain too, which printed it twice.
+    #[error("{}: cannot read config: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file was read but is not a valid config.
     #[error("{0}")]
@@ -126,9 +132,9 @@ impl fmt::Display for Located {
 
 /// Read and validate the config at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     parse(&text, path)
 }
@@ -136,61 +142,156 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Targets parsed per chunk by [`parse`] for large configs.
 const CHUNK: usize = 1000;
 
-/// Validate config `text`; `path` is only used in error messages.
+/// Validate config `text`; `path` names the file in error messages, and a relative
+/// `tls_ca_file` is relative to its directory.
 ///
-/// A large config (more than [`CHUNK`] `[[target]]` tables) is first parsed in contiguous
-/// chunks of tables: the `toml` crate builds a document tree of whatever it parses, and for
-/// 100,000 targets that tree alone outweighs the agent's steady state. Any problem in a chunk
-/// (an error, a `[defaults]` after the targets, a `[[target]]` line inside a string) abandons the
-/// chunked load for the whole-file parse below, so results and messages are always the
-/// whole-file ones.
+/// A large config (more than [`CHUNK`] `[[target]]` tables) is first parsed piece by piece:
+/// the `toml` crate builds a document tree of whatever it parses, and for 100,000 targets that
+/// tree alone outweighs the agent's steady state. The pieces are cut at header lines: the
+/// `[[target]]` tables are parsed [`CHUNK`] at a time, and every other table (`[defaults]`,
+/// `[agent]`, any table added later), wherever it stands, goes into one small document parsed
+/// as a whole, so a table repeated or misplaced is the same error it is in the whole file.
+/// Anything the cutting cannot be sure of (an error, a header that mentions `target` other
+/// than `[[target]]`, a "header" that was really inside a string or an array, which leaves its
+/// piece unterminated) abandons the pieces for the whole-file parse below, so results and
+/// messages are always the whole-file ones.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    if let Some(config) = parse_in_chunks(text) {
+    if count_target_headers(text) > CHUNK
+        && let Some(config) = parse_in_pieces(text, path, CHUNK)
+    {
         return Ok(config);
     }
     parse_whole(text, path)
 }
 
-/// The chunked fast path: `None` means "use the whole-file parse".
-fn parse_in_chunks(text: &str) -> Option<Config> {
-    let mut headers = Vec::new();
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        if line.trim() == "[[target]]" {
-            headers.push(offset);
-        }
-        offset += line.len();
-    }
-    if headers.len() <= CHUNK {
+/// What a header line opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Header {
+    /// `[[target]]`.
+    Target,
+    /// Any other table that does not mention `target`.
+    Other,
+}
+
+/// Classify a line: `None` if it is not a header, `Some(None)` if it is one the pieces path
+/// leaves to the whole-file parse (quoted keys, `[target.x]`, `[[target.y]]`).
+fn header(line: &str) -> Option<Option<Header>> {
+    let t = line.trim_start();
+    if !t.starts_with('[') {
         return None;
     }
-    let head: RawConfig = toml::from_str(&text[..headers[0]]).ok()?;
-    if !head.targets.is_empty() || head.defaults.validate().is_err() {
-        return None;
+    if t.contains(['"', '\'']) {
+        return Some(None);
     }
-    if head
-        .agent
-        .max_in_flight
-        .is_some_and(|n| !(1..=MAX_IN_FLIGHT_LIMIT).contains(&n))
-    {
-        return None;
-    }
-    let mut targets = Vec::with_capacity(headers.len());
-    let mut seen = std::collections::HashSet::with_capacity(headers.len());
-    for (k, &start) in headers.iter().enumerate().step_by(CHUNK) {
-        let end = headers.get(k + CHUNK).copied().unwrap_or(text.len());
-        let chunk: RawConfig = toml::from_str(&text[start..end]).ok()?;
-        if chunk.defaults != Defaults::default() || chunk.agent != AgentSection::default() {
+    let t = t.split('#').next().unwrap_or_default().trim_end();
+    Some(if t == "[[target]]" {
+        Some(Header::Target)
+    } else if t.contains("target") {
+        None
+    } else {
+        Some(Header::Other)
+    })
+}
+
+fn count_target_headers(text: &str) -> usize {
+    text.lines()
+        .filter(|l| header(l) == Some(Some(Header::Target)))
+        .count()
+}
+
+/// `[[target]]` tables only (a chunk of consecutive target pieces).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetChunk {
+    #[serde(default, rename = "target")]
+    targets: Vec<TargetInput>,
+}
+
+/// The pieces of `text` in file order: each header line opens one, and the text before the
+/// first header (top-level keys) is an `Other` piece. `None` for a header the pieces path
+/// leaves to the whole-file parse. Lazy, so that 100,000 pieces are never held at once.
+fn pieces(text: &str) -> impl Iterator<Item = Option<(Header, Range<usize>)>> + '_ {
+    let mut lines = text.split_inclusive('\n');
+    let (mut kind, mut start, mut offset) = (Header::Other, 0, 0);
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
             return None;
         }
-        for input in &chunk.targets {
-            let spec = input.resolve(&head.defaults).ok()?;
+        for line in lines.by_ref() {
+            let at = offset;
+            offset += line.len();
+            if let Some(h) = header(line) {
+                let Some(h) = h else {
+                    done = true;
+                    return Some(None);
+                };
+                let piece = (kind, start..at);
+                (kind, start) = (h, at);
+                return Some(Some(piece));
+            }
+        }
+        done = true;
+        Some(Some((kind, start..text.len())))
+    })
+}
+
+/// The pieces path: `None` means "use the whole-file parse".
+fn parse_in_pieces(text: &str, path: &Path, chunk: usize) -> Option<Config> {
+    // First pass: every non-target piece must parse alone (so none was cut inside a string
+    // or an array that a later piece would close); together, in order, they are the rest of
+    // the file, parsed as one document, so [defaults] and [agent] are known before any target
+    // is resolved, wherever they stand.
+    let mut rest = String::new();
+    for piece in pieces(text) {
+        let (kind, r) = piece?;
+        if kind == Header::Other {
+            text[r.clone()].parse::<toml::Table>().ok()?;
+            rest.push_str(&text[r]);
+            if !rest.ends_with('\n') {
+                rest.push('\n');
+            }
+        }
+    }
+    let mut head: RawConfig = toml::from_str(&rest).ok()?;
+    if !head.targets.is_empty() {
+        return None;
+    }
+    let mut checks = Checks::new(path);
+    checks.head(&mut head.defaults, &head.agent).ok()?;
+
+    // Second pass: consecutive target pieces, at most `chunk` at a time, each run parsed as
+    // one contiguous slice of the file (a piece cut inside a string fails to parse).
+    // Sized once: growing a 100,000-spec vector by doubling would briefly hold it twice.
+    let count = count_target_headers(text);
+    let mut targets = Vec::with_capacity(count);
+    let mut seen = std::collections::HashSet::with_capacity(count);
+    let mut run: Option<(Range<usize>, usize)> = None;
+    let mut flush = |run: Option<(Range<usize>, usize)>| -> Option<()> {
+        let Some((r, _)) = run else { return Some(()) };
+        let parsed: TargetChunk = toml::from_str(&text[r]).ok()?;
+        for mut input in parsed.targets {
+            let spec = checks.target(&mut input, &head.defaults).ok()?;
             if !seen.insert(spec.name.clone()) {
                 return None;
             }
             targets.push(spec);
         }
+        Some(())
+    };
+    for piece in pieces(text) {
+        match piece? {
+            (Header::Target, r) => match &mut run {
+                Some((range, n)) if *n < chunk.max(1) => {
+                    range.end = r.end;
+                    *n += 1;
+                }
+                _ => flush(run.replace((r, 1)))?,
+            },
+            (Header::Other, _) => flush(run.take())?,
+        }
     }
+    flush(run.take())?;
     Some(Config {
         defaults: head.defaults,
         agent: head.agent,
@@ -198,8 +299,93 @@ fn parse_in_chunks(text: &str) -> Option<Config> {
     })
 }
 
+/// The checks beyond the shape, shared by both loaders so they cannot disagree: `[defaults]`
+/// ranges, `[agent]` ranges, each target's `resolve`, and the CA bundles, each file read once.
+struct Checks {
+    /// Relative `tls_ca_file` paths are relative to this (the config file's directory).
+    base: PathBuf,
+    /// Bundles already read: `Err` is why one cannot be used.
+    ca_files: HashMap<PathBuf, Result<(), String>>,
+}
+
+impl Checks {
+    fn new(config_path: &Path) -> Checks {
+        Checks {
+            base: config_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            ca_files: HashMap::new(),
+        }
+    }
+
+    fn head(&mut self, defaults: &mut Defaults, agent: &AgentSection) -> Result<(), SpecError> {
+        defaults.validate()?;
+        if let Some(p) = &mut defaults.tls_ca_file {
+            *p = self.base.join(&*p);
+            self.ca_file(p)?;
+        }
+        if let Some(n) = agent.max_in_flight
+            && !(1..=MAX_IN_FLIGHT_LIMIT).contains(&n)
+        {
+            return Err(SpecError {
+                field: "max_in_flight",
+                message: format!("{n} is not in 1..={MAX_IN_FLIGHT_LIMIT}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// `defaults` has been through [`Checks::head`] (its CA path is already anchored).
+    fn target(
+        &mut self,
+        input: &mut TargetInput,
+        defaults: &Defaults,
+    ) -> Result<TargetSpec, SpecError> {
+        if let Some(p) = &mut input.tls_ca_file {
+            *p = self.base.join(&*p);
+        }
+        let spec = input.resolve(defaults)?;
+        if let Some(p) = spec.tls_ca_file() {
+            self.ca_file(p)?;
+        }
+        Ok(spec)
+    }
+
+    fn ca_file(&mut self, path: &Path) -> Result<(), SpecError> {
+        let verdict = self
+            .ca_files
+            .entry(path.to_path_buf())
+            .or_insert_with(|| check_ca_bundle(path));
+        verdict.clone().map_err(|why| SpecError {
+            field: "tls_ca_file",
+            message: format!("{}: {why}", path.display()),
+        })
+    }
+}
+
+/// Is `path` a PEM bundle of certificates that can be trust anchors? The prober reads the
+/// same file the same way when it builds the TLS config; checking here makes a bad file a
+/// load error with a position, not a failing check.
+fn check_ca_bundle(path: &Path) -> Result<(), String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let mut count = 0;
+    for (i, cert) in CertificateDer::pem_slice_iter(&pem).enumerate() {
+        let cert = cert.map_err(|e| format!("certificate #{} is not valid PEM: {e}", i + 1))?;
+        webpki::anchor_from_trusted_cert(&cert)
+            .map_err(|e| format!("certificate #{} cannot be a trust anchor: {e}", i + 1))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(())
+}
+
 fn parse_whole(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+    let mut raw: RawConfig = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let message = e.message().trim().to_string();
         let field = field_named_in(&message).or_else(|| key_on_line(text, span.start));
@@ -211,36 +397,25 @@ fn parse_whole(text: &str, path: &Path) -> Result<Config, ConfigError> {
     // not, the error is still reported, at line 1.
     let spans = || DeTable::parse(text).ok();
 
-    let defaults_err = |e: SpecError| {
+    let mut checks = Checks::new(path);
+    checks.head(&mut raw.defaults, &raw.agent).map_err(|e| {
+        let table = if e.field == "max_in_flight" {
+            "agent"
+        } else {
+            "defaults"
+        };
         let span = spans()
             .and_then(|d| {
                 let d = d.get_ref();
-                span_of(d, &["defaults", e.field]).or_else(|| span_of(d, &["defaults"]))
+                span_of(d, &[table, e.field]).or_else(|| span_of(d, &[table]))
             })
             .unwrap_or(0..0);
         located(text, path, span, Some(e.field.to_string()), None, e.message)
-    };
-    raw.defaults.validate().map_err(defaults_err)?;
-
-    if let Some(n) = raw.agent.max_in_flight
-        && !(1..=MAX_IN_FLIGHT_LIMIT).contains(&n)
-    {
-        let span = spans()
-            .and_then(|d| span_of(d.get_ref(), &["agent", "max_in_flight"]))
-            .unwrap_or(0..0);
-        return Err(located(
-            text,
-            path,
-            span,
-            Some("max_in_flight".into()),
-            None,
-            format!("{n} is not in 1..={MAX_IN_FLIGHT_LIMIT}"),
-        ));
-    }
+    })?;
 
     let mut targets: Vec<TargetSpec> = Vec::with_capacity(raw.targets.len());
-    let mut seen = std::collections::HashMap::with_capacity(raw.targets.len());
-    for (i, input) in raw.targets.iter().enumerate() {
+    let mut seen = HashMap::with_capacity(raw.targets.len());
+    for (i, input) in raw.targets.iter_mut().enumerate() {
         let target_span = |field: &str| {
             spans()
                 .and_then(|d| {
@@ -250,7 +425,7 @@ fn parse_whole(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 })
                 .unwrap_or(0..0)
         };
-        let spec = input.resolve(&raw.defaults).map_err(|e| {
+        let spec = checks.target(input, &raw.defaults).map_err(|e| {
             located(
                 text,
                 path,
@@ -496,28 +671,48 @@ interval = "30s"
     }
 
     #[test]
-    fn a_large_config_loads_in_chunks_to_the_same_result() {
+    fn a_large_config_loads_in_pieces_to_the_same_result() {
         let text = big(2 * CHUNK + 17, "");
-        let chunked = parse_in_chunks(&text).expect("takes the chunked path");
+        let pieces = parse_in_pieces(&text, Path::new("x"), CHUNK).expect("takes the pieces path");
         let whole = parse_whole(&text, Path::new("x")).unwrap();
-        assert_eq!(chunked, whole);
-        assert_eq!(chunked.targets.len(), 2 * CHUNK + 17);
+        assert_eq!(pieces, whole);
+        assert_eq!(pieces.targets.len(), 2 * CHUNK + 17);
     }
 
     #[test]
-    fn a_large_config_with_a_late_table_or_an_error_falls_back_to_the_whole_file() {
-        let late = big(CHUNK + 5, "\n[agent]\nmax_in_flight = 10\n");
-        assert!(parse_in_chunks(&late).is_none());
-        assert_eq!(
-            parse(&late, Path::new("x")).unwrap().agent.max_in_flight,
-            Some(10)
-        );
+    fn a_second_agent_table_is_an_error_whatever_the_number_of_targets() {
+        for n in [500, 1500] {
+            let text = format!(
+                "[agent]\napi_addr = \"127.0.0.1:7171\"\n{}",
+                big(n, "\n[agent]\n")
+            );
+            let e = load_str(&text).unwrap_err();
+            assert!(e.message.contains("duplicate"), "{n} targets: {e}");
+        }
+    }
 
+    #[test]
+    fn a_table_after_the_targets_loads_in_pieces_as_it_would_before_them() {
+        let late = big(CHUNK + 5, "\n[agent]\nmax_in_flight = 10\n");
+        let config = parse_in_pieces(&late, Path::new("x"), CHUNK).expect("no fallback needed");
+        assert_eq!(config.agent.max_in_flight, Some(10));
+        assert_eq!(config, parse_whole(&late, Path::new("x")).unwrap());
+        // [defaults] after the targets applies to all of them, as TOML says.
+        let text = format!(
+            "{}\n[defaults]\nfall = 7\n",
+            big(CHUNK + 5, "").replace("[defaults]\ninterval = \"5s\"\n", "")
+        );
+        let config = parse_in_pieces(&text, Path::new("x"), CHUNK).expect("no fallback needed");
+        assert!(config.targets.iter().all(|t| t.thresholds.fall.get() == 7));
+    }
+
+    #[test]
+    fn a_large_config_with_an_error_reports_the_whole_file_error() {
         let bad = big(
             CHUNK + 5,
             "\n[[target]]\nname = \"t3\"\nurl = \"http://h/\"\n",
         );
-        assert!(parse_in_chunks(&bad).is_none());
+        assert!(parse_in_pieces(&bad, Path::new("x"), CHUNK).is_none());
         let e = load_str(&bad).unwrap_err();
         assert!(e.message.contains("duplicate"), "{e}");
         assert_eq!(
@@ -525,6 +720,107 @@ interval = "30s"
             bad.lines().count() - 1,
             "the whole-file error points at the line"
         );
+    }
+
+    #[test]
+    fn an_unreadable_file_names_its_os_error_once() {
+        let e = load(&std::env::temp_dir()).unwrap_err();
+        let shown = e.to_string();
+        assert_eq!(shown.matches("Is a directory").count(), 1, "{shown}");
+        assert!(
+            std::error::Error::source(&e).is_none(),
+            "the OS error is in the message, not repeated as a source"
+        );
+    }
+
+    fn certs_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../heck-probe/tests/certs")
+    }
+
+    #[test]
+    fn a_relative_tls_ca_file_is_found_next_to_the_config_and_checked() {
+        let text = "[defaults]\ntls_ca_file = \"cert.pem\"\n\n[[target]]\nname = \"a\"\nurl = \"https://h/\"\n";
+        let config = parse(text, &certs_dir().join("heck.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.targets[0].tls_ca_file(),
+            Some(certs_dir().join("cert.pem").as_path())
+        );
+    }
+
+    #[test]
+    fn a_tls_ca_file_that_is_missing_or_not_pem_points_at_its_line() {
+        let missing =
+            "[[target]]\nname = \"a\"\nurl = \"https://h/\"\ntls_ca_file = \"nope.pem\"\n";
+        let e = match parse(missing, &certs_dir().join("heck.toml")).unwrap_err() {
+            ConfigError::Invalid(l) => l,
+            e => panic!("{e}"),
+        };
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (4, Some("tls_ca_file")),
+            "{e}"
+        );
+        assert!(e.message.contains("nope.pem: cannot read"), "{e}");
+
+        let not_pem = "[defaults]\ntls_ca_file = \"key.pem\"\n";
+        let e = match parse(not_pem, &certs_dir().join("heck.toml")).unwrap_err() {
+            ConfigError::Invalid(l) => l,
+            e => panic!("{e}"),
+        };
+        assert_eq!(
+            (e.line, e.field.as_deref()),
+            (2, Some("tls_ca_file")),
+            "{e}"
+        );
+        assert!(
+            e.message
+                .ends_with("holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+            "{e}"
+        );
+    }
+
+    /// Pieces of config text a user (or a mistake) might write, with `{i}` for a unique index.
+    const FRAGMENTS: &[&str] = &[
+        "[defaults]\ninterval = \"5s\"\n",
+        "[defaults]\n",
+        "[agent]\nmax_in_flight = 10\n",
+        "[agent]\n",
+        "[[target]]\nname = \"a{i}\"\nurl = \"http://h/\"\n",
+        "[[target]]\nname = \"dup\"\nurl = \"http://h/\"\n",
+        "[[target]]\nname = \"s{i}\"\nurl = \"http://h/\"\nbody_contains = \"\"\"\n[agent]\n\"\"\"\n",
+        "[[target]]\nname = \"q{i}\"\nurl = \"http://h/\"\nbody_contains = \"\"\"\n[[target]]\nname = \"x\"\n\"\"\"\n",
+        "[[target]]\nname = \"e{i}\"\nurl = \"http://h/\"\nexpect_status = [\n[1],\n]\n",
+        "[cluster]\nseeds = 1\n",
+        "[target.x]\n",
+        "# [[target]] a comment\n",
+        "[[target]]\nname = \"bad{i}\"\nurl = \"ftp://h/\"\n",
+        "[[target]] # web\nname = \"c{i}\"\nurl = \"http://h/\"\n",
+        "[[target]]\nname = \"f{i}\"\nurl = \"http://h/\"\nfast_interval = \"1h\"\n",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+        /// One answer for one file: the pieces path either steps aside or gives exactly what
+        /// the whole-file parse gives, and never accepts what the whole file refuses.
+        #[test]
+        fn the_pieces_path_agrees_with_the_whole_file(
+            // Good targets weighted up, so that many files are valid and take the pieces path.
+            picks in proptest::collection::vec(
+                proptest::sample::select(vec![4, 4, 4, 4, 4, 4, 13, 13, 7, 6, 11, 0, 1, 2, 3, 5, 8, 9, 10, 12, 14]),
+                0..12,
+            ),
+            chunk in 1usize..4,
+        ) {
+            let text: String = picks
+                .iter()
+                .enumerate()
+                .map(|(i, &f)| FRAGMENTS[f].replace("{i}", &i.to_string()))
+                .collect();
+            let whole = parse_whole(&text, Path::new("x")).ok();
+            if let Some(pieces) = parse_in_pieces(&text, Path::new("x"), chunk) {
+                proptest::prop_assert_eq!(Some(pieces), whole, "{}", text);
+            }
+        }
     }
 
     proptest::proptest! {

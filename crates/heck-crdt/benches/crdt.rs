@@ -43,6 +43,7 @@ fn bytes_bench(keys: usize, per_round: usize, rounds: usize) {
         fanout: 1,
         digest_every: u64::MAX,
         max_buffer: per_round + 16,
+        ..Config::default()
     };
     let mut a: Kv = Replica::new(rid(1), [1usize], config);
     let mut b: Kv = Replica::new(rid(2), [0usize], config);
@@ -75,7 +76,12 @@ fn bytes_bench(keys: usize, per_round: usize, rounds: usize) {
     let full = wire::encode(&Message {
         sender: rid(1),
         body: heck_crdt::Body::Delta {
-            seq: 0,
+            piece: heck_crdt::Piece {
+                from: None,
+                seq: 0,
+                index: 0,
+                count: 1,
+            },
             delta: a.map().state().clone(),
         },
     })

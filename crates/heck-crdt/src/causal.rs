@@ -4,18 +4,21 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// A replica's identity: its stable node (a hash of the node's name) and an *epoch* that grows
-/// every time the process starts (the kv store uses the start time in milliseconds).
+/// A replica's identity: its stable node (a hash of the node's name) and an *epoch*, a random
+/// 64-bit number drawn anew every time the process starts (the caller draws it: this crate takes
+/// randomness as an argument).
 ///
 /// Why the epoch: a replica numbers its writes 1, 2, 3, … (its [`Dot`]s). A process that
 /// restarts with no memory of its counter would reuse `(node, 1)` for a *different* write, and
 /// every replica that saw the old one would treat the new one as already seen. With a new epoch
-/// the restarted process is a new replica: its dots can never collide with the old ones.
+/// the restarted process is a new replica: its dots can never collide with the old ones. Epochs
+/// are only ever compared for equality (a restart is a *different* id), never ordered, so no
+/// clock is needed and a clock stepping back changes nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ReplicaId {
     /// xxh3 of the node's name.
     pub node: u64,
-    /// Strictly greater on every start of the same node.
+    /// Different on every start of the same node (random).
     pub epoch: u64,
 }
 
@@ -139,6 +142,42 @@ impl CausalContext {
         if !self.vv.contains(&dot) {
             self.cloud.insert(dot);
         }
+    }
+
+    /// Record every dot `1..=n` of `replica`.
+    pub fn insert_prefix(&mut self, replica: ReplicaId, n: u64) {
+        if self.vv.get(&replica) < n {
+            self.vv.set(replica, n);
+        }
+    }
+
+    /// Forget every dot of `replica` except `keep` (the dots of its entries still live):
+    /// retiring an epoch nobody runs any more (see `Replica::retire`).
+    pub fn forget(&mut self, replica: ReplicaId, keep: impl IntoIterator<Item = Dot>) {
+        self.vv.0.remove(&replica);
+        self.cloud.retain(|d| d.replica != replica);
+        for d in keep {
+            if d.replica == replica {
+                self.cloud.insert(d);
+            }
+        }
+        self.compact();
+    }
+
+    /// Does it mention `replica` at all?
+    pub fn mentions(&self, replica: &ReplicaId) -> bool {
+        self.vv.get(replica) > 0 || self.cloud.iter().any(|d| d.replica == *replica)
+    }
+
+    /// Has it seen every dot of `replica` that `other` has? (Conservative: a prefix of
+    /// `other` must be a prefix here too.)
+    pub fn covers_replica(&self, other: &CausalContext, replica: &ReplicaId) -> bool {
+        self.vv.get(replica) >= other.vv.get(replica)
+            && other
+                .cloud
+                .iter()
+                .filter(|d| d.replica == *replica)
+                .all(|d| self.contains(d))
     }
 
     /// Union (not compacted).

@@ -35,7 +35,7 @@ impl<V: Clone> LwwReg<V> {
     pub fn write(&self, value: V, time: u64, replica: ReplicaId) -> LwwReg<V> {
         LwwReg {
             value,
-            stamp: (time.max(self.stamp.0 + 1), replica),
+            stamp: (time.max(self.stamp.0.saturating_add(1)), replica),
         }
     }
 }

@@ -210,6 +210,18 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
         }
     }
 
+    /// Forget `replica`'s dots except those of entries still live (see `Replica::retire`).
+    /// The one change of state that is not a join: safe only under `retire`'s conditions.
+    pub fn retire(&mut self, replica: ReplicaId) {
+        let live: Vec<Dot> = self
+            .index
+            .keys()
+            .filter(|d| d.replica == replica)
+            .copied()
+            .collect();
+        self.state.ctx.forget(replica, live);
+    }
+
     /// Join `delta` into the state: the only way the state changes.
     pub fn apply(&mut self, delta: &Delta<K, V>) {
         join_stores(

@@ -4,66 +4,44 @@
 //!
 //! ```text
 //!  replica i                                             peer j
-//!  write/remove ─> apply δ to X, buffer δ as group c, c += 1
+//!  first tick: Digest{ctx} to every peer ("hello": a restart is noticed without a write)
+//!  write/remove ─> apply δ to X, buffer δ as group c (origin: none), c += 1
 //!  tick: for f random peers j:
-//!     A[j] = next group j has not acked
-//!     buffer still holds A[j]..c ?  yes ─> Delta{ seq: c, ⊔ groups A[j]..c not from j }  ──>
-//!                                   no  ─> Delta{ seq: c, X (full state) }              ──>
-//!                                                        news = δ minus what j has (RR)
-//!                                                        news? apply, buffer (origin i)
-//!                                       <── Ack{ seq: c }
-//!     A[j] = max(A[j], c); groups every peer acked are dropped
-//!  every `digest_every` ticks, to one random peer:  Digest{ ctx }  ──>
-//!     j sees i's context lacks dots j holds though i acked all of j's buffer ─> i lost state:
-//!     j resets A[i] = 0, so i gets the full state next time.
-//!  every message carries its sender's ReplicaId; a new id (epoch) from the same peer means it
-//!  restarted, and its acknowledgement position is reset the same way.
+//!     j needs the full state (new incarnation, lost state, fell out of the buffer)?
+//!        yes ─> transfer (full, seq: c) = X
+//!        no  ─> transfer (from: A[j], seq: c) = ⊔ groups A[j]..c whose origin is not j's
+//!               current incarnation
+//!     cut the transfer into pieces of at most max_message_bytes; send those not yet acked:
+//!        Delta{ piece k of n, δk }  ──>   δk valid? else refused and counted
+//!                                         news = δk minus what j has (RR)
+//!                                         news? apply, buffer (origin: i's replica id)
+//!                                   <──   Ack{ to: i's replica id, piece k of n }
+//!     every piece acked ─> A[j] = max(A[j], c); groups every live peer acked are dropped
+//!  every `digest_every` ticks, to one random peer:
+//!     Digest{ ctx, to: j's replica id, complete: last transfer of j received whole }  ──>
+//!        j: it received everything I had (complete ≥ c) and acked it, yet its context lacks
+//!           some of it: it lost state, send it the full state.
 //! ```
 //!
 //! Invariants: (1) a delta group is retransmitted until acked, so loss and reordering only
-//! delay convergence; (2) a group is never sent back to the peer it came from (BP); (3) only
-//! what is news is buffered and forwarded (RR); (4) the buffer is bounded (`max_buffer` groups):
-//! a peer that falls further behind gets the full state instead.
+//! delay convergence; (2) a group is never sent back to the *replica* it came from (BP), keyed
+//! by replica id (node and epoch), never by address: a process restarted at the same address is
+//! a new replica and gets everything; (3) only what is news is buffered and forwarded (RR);
+//! (4) the buffer is bounded (`max_buffer` groups): a peer that falls further behind gets the
+//! full state instead; (5) no message is larger than `max_message_bytes` unless one single
+//! entry is (counted); (6) nothing received is joined before it is validated.
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use serde::{Deserialize, Serialize};
+use heck_sim::SplitMix64;
+use serde::Serialize;
 
 use crate::causal::{CausalContext, ReplicaId};
+pub use crate::message::{Body, MAX_PIECES, Message, Piece};
 use crate::ormap::{Delta, ORMap};
+use crate::validate::{self, Invalid};
 
-/// A message between replicas: who sent it (replica id, including its epoch) and what.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message<K: Ord, V> {
-    /// The sender's replica id. A new id from the same peer means it restarted: it has lost
-    /// whatever it acknowledged before, so its acknowledgement position is reset.
-    pub sender: ReplicaId,
-    /// What it says.
-    pub body: Body<K, V>,
-}
-
-/// What a message says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Body<K: Ord, V> {
-    /// Every group before `seq` that the receiver had not acked, joined (or the full state).
-    Delta {
-        /// Ack with this.
-        seq: u64,
-        /// The joined groups.
-        delta: Delta<K, V>,
-    },
-    /// "I have applied everything you sent before `seq`."
-    Ack {
-        /// From the acked `Delta`.
-        seq: u64,
-    },
-    /// "This is everything I have seen."
-    Digest {
-        /// The sender's causal context.
-        ctx: CausalContext,
-    },
-}
-
-/// Tuning. Defaults: 3 peers per tick, a digest every 10 ticks, at most 1,024 buffered groups.
+/// Tuning. Defaults: 3 peers per tick, a digest every 10 ticks, at most 1,024 buffered groups,
+/// messages of at most 1 MiB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     /// Peers contacted per tick.
@@ -72,6 +50,11 @@ pub struct Config {
     pub digest_every: u64,
     /// Most delta groups kept for peers that have not acked them.
     pub max_buffer: usize,
+    /// Largest `Delta` message, in bytes as estimated before encoding (an upper bound on
+    /// postcard's size). Larger transfers are cut into pieces. Keep it below the receivers'
+    /// frame limit, and above the largest single entry (key and value) a replica accepts: an
+    /// entry larger than this travels alone, over the limit (counted in `oversized_sent`).
+    pub max_message_bytes: usize,
 }
 
 impl Default for Config {
@@ -80,6 +63,7 @@ impl Default for Config {
             fanout: 3,
             digest_every: 10,
             max_buffer: 1024,
+            max_message_bytes: 1 << 20,
         }
     }
 }
@@ -99,19 +83,97 @@ pub enum Effect<P, K: Ord, V> {
 /// Counters, for metrics and the benchmark.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
-    /// Delta messages sent that carried buffered groups.
+    /// Transfers sent (or resent) that carried buffered groups.
     pub deltas_sent: u64,
-    /// Delta messages sent that carried the full state.
+    /// Transfers sent (or resent) that carried the full state.
     pub full_states_sent: u64,
+    /// Delta messages (pieces) sent.
+    pub pieces_sent: u64,
+    /// Pieces larger than `max_message_bytes` (a single entry larger than the limit).
+    pub oversized_sent: u64,
     /// Received deltas that brought nothing new.
     pub redundant_received: u64,
-    /// Peers reset to "needs everything" by a digest.
+    /// Peers reset to "needs the full state" (a restart or a digest).
     pub resets: u64,
+    /// Restarts noticed (a known peer speaking with a new replica id).
+    pub restarts_seen: u64,
+    /// Messages refused by validation (see [`Invalid`]); nothing of them was applied.
+    pub invalid_received: u64,
+    /// Acks and digests ignored as stale: from an earlier incarnation of the peer, meant for an
+    /// earlier incarnation of this replica, for a transfer no longer current, or from a peer
+    /// that is not (or no longer) configured.
+    pub stale_received: u64,
 }
 
-struct Group<P, K: Ord, V> {
+struct Group<K: Ord, V> {
     delta: Delta<K, V>,
-    origin: Option<P>,
+    /// The replica it was received from (`None`: written here).
+    origin: Option<ReplicaId>,
+}
+
+/// How many earlier incarnations of a peer are remembered, to ignore their late messages.
+const RETIRED_KEPT: usize = 8;
+
+/// A transfer in flight to one peer: sent again, piece by piece, until every piece is acked.
+#[derive(Debug, Clone)]
+struct Transfer<K: Ord, V> {
+    /// Which transfer (`index` unused).
+    piece: Piece,
+    /// The pieces acked so far.
+    acked: BTreeSet<u32>,
+    /// The pieces of a full state, as cut when it started (the state moves on).
+    full: Option<Vec<Delta<K, V>>>,
+}
+
+/// What this replica knows of one peer.
+#[derive(Debug, Clone)]
+struct PeerState<K: Ord, V> {
+    /// The first group it has not acked.
+    acked: u64,
+    /// It lost its state (restarted, or a digest shows it): the next transfer is the full
+    /// state. Such a peer holds back garbage collection only from the position of a full state
+    /// in flight to it (see `gc`).
+    needs_full: bool,
+    /// The transfer in flight to it.
+    transfer: Option<Transfer<K, V>>,
+    /// Its replica id, as last heard.
+    incarnation: Option<ReplicaId>,
+    /// Its earlier replica ids (at most `RETIRED_KEPT`): their messages are late, not news.
+    retired: VecDeque<ReplicaId>,
+    /// The transfer being received from it, and the pieces of it seen so far.
+    inbound: Option<(Piece, BTreeSet<u32>)>,
+    /// The highest `seq` of a transfer received whole from its current incarnation (told back
+    /// to it in digests: see the repair in `handle_message`).
+    complete: u64,
+    /// The context of its latest digest (a lower bound of what it has seen, since contexts
+    /// only grow): to know when an old epoch is covered everywhere.
+    last_digest: Option<CausalContext>,
+}
+
+/// Why [`Replica::retire`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRetirable {
+    /// It is this replica's id, or a peer's current one.
+    Running,
+    /// A peer has not reported (by digest) a context covering it.
+    NotCovered,
+    /// A buffered group or a transfer in flight mentions its dots.
+    Buffered,
+}
+
+impl<K: Ord, V> Default for PeerState<K, V> {
+    fn default() -> Self {
+        PeerState {
+            acked: 0,
+            needs_full: false,
+            transfer: None,
+            incarnation: None,
+            retired: VecDeque::new(),
+            inbound: None,
+            complete: 0,
+            last_digest: None,
+        }
+    }
 }
 
 /// One replica of an [`ORMap`], with its anti-entropy state. `P` names peers (an address).
@@ -119,15 +181,11 @@ pub struct Replica<P, K: Ord, V> {
     id: ReplicaId,
     map: ORMap<K, V>,
     config: Config,
-    peers: BTreeSet<P>,
+    peers: BTreeMap<P, PeerState<K, V>>,
     /// Delta groups `first_seq..next_seq`.
-    buffer: VecDeque<Group<P, K, V>>,
+    buffer: VecDeque<Group<K, V>>,
     first_seq: u64,
     next_seq: u64,
-    /// For each peer, the first group it has not acked.
-    acked: BTreeMap<P, u64>,
-    /// The replica id last heard from each peer (to notice restarts).
-    incarnation: BTreeMap<P, ReplicaId>,
     ticks: u64,
     stats: Stats,
 }
@@ -138,40 +196,33 @@ impl<P: std::fmt::Debug, K: Ord + std::fmt::Debug, V: std::fmt::Debug> std::fmt:
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replica")
             .field("id", &self.id)
-            .field("peers", &self.peers)
+            .field("peers", &self.peers.keys().collect::<Vec<_>>())
             .field("buffered", &self.buffer.len())
             .field("next_seq", &self.next_seq)
             .finish_non_exhaustive()
     }
 }
 
-/// A tiny deterministic generator for peer choice: the caller passes the randomness in.
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 impl<P, K, V> Replica<P, K, V>
 where
     P: Ord + Clone,
-    K: Ord + Clone + std::hash::Hash,
-    V: Clone + PartialEq,
+    K: Ord + Clone + std::hash::Hash + Serialize,
+    V: Clone + PartialEq + Serialize,
 {
-    /// A new, empty replica.
+    /// A new, empty replica. `id.epoch` must differ from every earlier start of the same node
+    /// (a random 64-bit number does: see `docs/protocols/crdt.md`).
     pub fn new(id: ReplicaId, peers: impl IntoIterator<Item = P>, config: Config) -> Self {
         Replica {
             id,
             map: ORMap::new(),
             config,
-            peers: peers.into_iter().collect(),
+            peers: peers
+                .into_iter()
+                .map(|p| (p, PeerState::default()))
+                .collect(),
             buffer: VecDeque::new(),
             first_seq: 0,
             next_seq: 0,
-            acked: BTreeMap::new(),
-            incarnation: BTreeMap::new(),
             ticks: 0,
             stats: Stats::default(),
         }
@@ -197,9 +248,66 @@ where
         self.buffer.len()
     }
 
-    /// Add a peer (it starts as needing everything).
+    /// The configured peers.
+    pub fn peers(&self) -> impl Iterator<Item = &P> {
+        self.peers.keys()
+    }
+
+    /// Add a peer (it starts as needing everything). Adding a known peer changes nothing.
     pub fn add_peer(&mut self, peer: P) {
-        self.peers.insert(peer);
+        self.peers.entry(peer).or_default();
+    }
+
+    /// Forget a peer (it left the membership, or was declared dead): it no longer holds back
+    /// garbage collection, and its late acks and digests are ignored. If it comes back, add
+    /// it again: it starts as needing everything. Returns whether it was a peer.
+    pub fn remove_peer(&mut self, peer: &P) -> bool {
+        let known = self.peers.remove(peer).is_some();
+        if known {
+            self.gc();
+        }
+        known
+    }
+
+    /// Retire `old`, an epoch no process runs any more: forget its dots, except those of
+    /// entries still live, so version vectors stop growing by one entry per restart.
+    ///
+    /// Refused unless every peer's latest digest covers `old`'s dots as this replica knows them,
+    /// `old` is neither this replica nor a peer's current incarnation, and no buffered group or
+    /// transfer in flight mentions it. Then every peer has everything `old` ever did, and what
+    /// this replica sends will never again speak for `old`'s removed dots. One condition is the
+    /// caller's: no message written before the others held may still arrive (wait one message
+    /// lifetime, the transport's replay window, after they first hold); such a message could
+    /// bring back an entry `old` wrote and someone removed. See `docs/protocols/crdt.md`.
+    pub fn retire(&mut self, old: ReplicaId) -> Result<(), NotRetirable> {
+        if old == self.id || self.peers.values().any(|s| s.incarnation == Some(old)) {
+            return Err(NotRetirable::Running);
+        }
+        let mine = self.map.context();
+        let covered = self.peers.values().all(|s| {
+            s.last_digest
+                .as_ref()
+                .is_some_and(|ctx| ctx.covers_replica(mine, &old))
+        });
+        if !covered {
+            return Err(NotRetirable::NotCovered);
+        }
+        let mentions = |d: &Delta<K, V>| {
+            d.ctx.mentions(&old)
+                || d.entries
+                    .values()
+                    .any(|m| m.keys().any(|dot| dot.replica == old))
+        };
+        let in_flight = self.peers.values().any(|s| {
+            s.transfer
+                .as_ref()
+                .is_some_and(|t| t.full.as_ref().is_some_and(|p| p.iter().any(mentions)))
+        });
+        if in_flight || self.buffer.iter().any(|g| mentions(&g.delta)) {
+            return Err(NotRetirable::Buffered);
+        }
+        self.map.retire(old);
+        Ok(())
     }
 
     /// Write `value` at `key`.
@@ -216,7 +324,7 @@ where
         }
     }
 
-    fn apply_and_buffer(&mut self, delta: Delta<K, V>, origin: Option<P>) {
+    fn apply_and_buffer(&mut self, delta: Delta<K, V>, origin: Option<ReplicaId>) {
         self.map.apply(&delta);
         self.buffer.push_back(Group { delta, origin });
         self.next_seq += 1;
@@ -227,11 +335,13 @@ where
     }
 
     /// One round: send deltas (or the full state) to `fanout` random peers, and now and then a
-    /// digest. `random` is fresh randomness from the driver.
-    pub fn tick(&mut self, mut random: u64) -> Vec<Effect<P, K, V>> {
+    /// digest; on the very first round, a digest to every peer (the hello that tells them this
+    /// is a new replica). `random` is fresh randomness from the driver.
+    pub fn tick(&mut self, random: u64) -> Vec<Effect<P, K, V>> {
+        let mut random = SplitMix64::new(random);
         self.ticks += 1;
         let mut out = Vec::new();
-        let peers: Vec<P> = self.peers.iter().cloned().collect();
+        let peers: Vec<P> = self.peers.keys().cloned().collect();
         if peers.is_empty() {
             return out;
         }
@@ -240,58 +350,161 @@ where
             if chosen.len() == self.config.fanout.min(peers.len()) {
                 break;
             }
-            chosen.insert((splitmix(&mut random) % peers.len() as u64) as usize);
+            chosen.insert((random.next_u64() % peers.len() as u64) as usize);
         }
         for i in chosen {
-            if let Some(msg) = self.delta_for(&peers[i]) {
+            for msg in self.deltas_for(&peers[i]) {
                 out.push(Effect::Send {
                     to: peers[i].clone(),
                     msg,
                 });
             }
         }
-        if self.ticks.is_multiple_of(self.config.digest_every.max(1)) {
-            let to = peers[(splitmix(&mut random) % peers.len() as u64) as usize].clone();
-            let msg = self.message(Body::Digest {
-                ctx: self.map.context().clone(),
-            });
+        if self.ticks == 1 {
+            for p in &peers {
+                let msg = self.digest_for(p);
+                out.push(Effect::Send { to: p.clone(), msg });
+            }
+        } else if self.ticks.is_multiple_of(self.config.digest_every.max(1)) {
+            let to = peers[(random.next_u64() % peers.len() as u64) as usize].clone();
+            let msg = self.digest_for(&to);
             out.push(Effect::Send { to, msg });
         }
         self.gc();
         out
     }
 
-    /// What to send `peer` now, if anything.
-    fn delta_for(&mut self, peer: &P) -> Option<Message<K, V>> {
-        let from = self.acked.get(peer).copied().unwrap_or(0);
-        if from >= self.next_seq {
+    fn digest_for(&self, peer: &P) -> Message<K, V> {
+        let state = self.peers.get(peer);
+        self.message(Body::Digest {
+            ctx: self.map.context().clone(),
+            to: state.and_then(|s| s.incarnation),
+            complete: state.map_or(0, |s| s.complete),
+        })
+    }
+
+    /// What to send `peer` now: the pieces of its transfer it has not acked yet.
+    ///
+    /// A transfer stays the same until every piece is acked, even while new writes arrive:
+    /// acks that come back after the next tick (a link slower than the tick) then still count.
+    /// Cutting a new transfer at every tick would make them all stale, and under steady writes
+    /// nothing would ever be acknowledged.
+    fn deltas_for(&mut self, peer: &P) -> Vec<Message<K, V>> {
+        let first_seq = self.first_seq;
+        let Some(state) = self.peers.get_mut(peer) else {
+            return Vec::new();
+        };
+        if let Some(t) = &state.transfer
+            && t.piece.from.is_some_and(|from| from < first_seq)
+        {
+            state.transfer = None; // its groups fell out of the buffer: the full state instead
+        }
+        let in_flight = state.transfer.as_ref().map(|t| (t.piece, t.acked.clone()));
+        let pieces: Vec<(u32, Delta<K, V>)> = match (in_flight, &state.transfer) {
+            (
+                Some((_, acked)),
+                Some(Transfer {
+                    full: Some(full), ..
+                }),
+            ) => (0..)
+                .zip(full)
+                .filter(|(i, _)| !acked.contains(i))
+                .map(|(i, d)| (i, d.clone())) // only what is still to be sent
+                .collect(),
+            (Some((piece, acked)), _) => {
+                let from = piece.from.unwrap_or(first_seq);
+                (0..)
+                    .zip(self.interval(peer, from, piece.seq))
+                    .filter(|(i, _)| !acked.contains(i))
+                    .collect()
+            }
+            (None, _) => match self.new_transfer(peer) {
+                Some(pieces) => (0..).zip(pieces).collect(),
+                None => return Vec::new(),
+            },
+        };
+        let Some(transfer) = self.peers.get(peer).and_then(|s| s.transfer.as_ref()) else {
+            return Vec::new();
+        };
+        let transfer = transfer.piece;
+        if transfer.from.is_none() {
+            self.stats.full_states_sent += 1;
+        } else {
+            self.stats.deltas_sent += 1;
+        }
+        let max = self.config.max_message_bytes;
+        let mut out = Vec::new();
+        for (index, delta) in pieces {
+            self.stats.pieces_sent += 1;
+            if wire_size(&delta) > max {
+                self.stats.oversized_sent += 1;
+            }
+            out.push(self.message(Body::Delta {
+                piece: Piece { index, ..transfer },
+                delta,
+            }));
+        }
+        out
+    }
+
+    /// Start a transfer to `peer` (the groups it has not acked, or the full state) and return
+    /// its pieces; `None` if it lacks nothing.
+    fn new_transfer(&mut self, peer: &P) -> Option<Vec<Delta<K, V>>> {
+        let state = self.peers.get(peer)?;
+        let full = state.needs_full || state.acked < self.first_seq;
+        if !full && state.acked >= self.next_seq {
             return None; // it has everything we have
         }
-        if from < self.first_seq {
-            self.stats.full_states_sent += 1;
-            let body = Body::Delta {
-                seq: self.next_seq,
-                delta: self.map.state().clone(),
-            };
-            return Some(self.message(body));
+        let pieces = if full {
+            self.cut(self.map.state())
+        } else {
+            self.interval(peer, state.acked, self.next_seq)
+        };
+        let next_seq = self.next_seq;
+        let state = self.peers.get_mut(peer)?;
+        if pieces.is_empty() {
+            // Everything it lacks came from it (or there is nothing at all): nothing to send,
+            // and nothing to wait for.
+            state.acked = next_seq;
+            state.needs_full &= !full;
+            return None;
         }
+        state.transfer = Some(Transfer {
+            piece: Piece {
+                from: (!full).then_some(state.acked),
+                seq: next_seq,
+                index: 0,
+                count: u32::try_from(pieces.len()).unwrap_or(u32::MAX),
+            },
+            acked: BTreeSet::new(),
+            // The full state moves on with every write: keep the pieces as cut. An interval is
+            // cut again from the buffer, identically (same groups, same order, same limit).
+            full: full.then(|| pieces.clone()),
+        });
+        Some(pieces)
+    }
+
+    /// The pieces of groups `from..to` that did not come from `peer`'s current incarnation.
+    fn interval(&self, peer: &P, from: u64, to: u64) -> Vec<Delta<K, V>> {
+        let incarnation = self.peers.get(peer).and_then(|s| s.incarnation);
         let mut joined = Delta::default();
-        let skip = (from - self.first_seq) as usize;
-        for g in self.buffer.iter().skip(skip) {
-            if g.origin.as_ref() != Some(peer) {
+        let skip = from.saturating_sub(self.first_seq) as usize;
+        let take = to.saturating_sub(from) as usize;
+        for g in self.buffer.iter().skip(skip).take(take) {
+            // Never back to the replica it came from (BP); a restarted peer is another
+            // replica, so what its earlier incarnation sent goes back to it.
+            if g.origin.is_none() || g.origin != incarnation {
                 joined.join(&g.delta);
             }
         }
         if joined.is_empty() {
-            // Everything it lacks came from it: nothing to send, and nothing to wait for.
-            self.acked.insert(peer.clone(), self.next_seq);
-            return None;
+            return Vec::new();
         }
-        self.stats.deltas_sent += 1;
-        Some(self.message(Body::Delta {
-            seq: self.next_seq,
-            delta: joined,
-        }))
+        self.cut(&joined)
+    }
+
+    fn cut(&self, delta: &Delta<K, V>) -> Vec<Delta<K, V>> {
+        cut_within(delta, self.config.max_message_bytes, MAX_PIECES as usize)
     }
 
     fn message(&self, body: Body<K, V>) -> Message<K, V> {
@@ -301,12 +514,18 @@ where
         }
     }
 
-    /// Drop the groups every peer has acked.
+    /// Drop the groups every peer has acked. A peer that needs the full state gets it from the
+    /// map, not the buffer: it holds back only the groups after its full state in flight, which
+    /// it needs next (else it would need a second full state).
     fn gc(&mut self) {
         let min = self
             .peers
-            .iter()
-            .map(|p| self.acked.get(p).copied().unwrap_or(0))
+            .values()
+            .filter_map(|s| match (&s.transfer, s.needs_full) {
+                (_, false) => Some(s.acked),
+                (Some(t), true) => Some(t.piece.seq),
+                (None, true) => None,
+            })
             .min()
             .unwrap_or(self.next_seq);
         while self.first_seq < min && !self.buffer.is_empty() {
@@ -315,40 +534,218 @@ where
         }
     }
 
-    /// Handle a message from `from`.
-    pub fn handle_message(&mut self, from: P, msg: Message<K, V>) -> Vec<Effect<P, K, V>> {
-        if self
-            .incarnation
-            .insert(from.clone(), msg.sender)
-            .is_some_and(|old| old != msg.sender)
-        {
-            // A restarted peer (new epoch): whatever its previous incarnation acked is gone.
-            self.acked.insert(from.clone(), 0);
-            self.stats.resets += 1;
+    /// Note who `from` is now. Returns false if the message comes from an earlier incarnation
+    /// of it (late: its acks and digests are stale).
+    fn note_sender(&mut self, from: &P, sender: ReplicaId) -> bool {
+        let Some(state) = self.peers.get_mut(from) else {
+            return true;
+        };
+        match state.incarnation {
+            Some(current) if current == sender => true,
+            _ if state.retired.contains(&sender) => false,
+            None => {
+                state.incarnation = Some(sender);
+                true
+            }
+            Some(current) => {
+                // A restarted peer (new epoch): whatever its previous incarnation acked is gone,
+                // and what that incarnation sent us is not held by the new one.
+                if state.retired.len() == RETIRED_KEPT {
+                    state.retired.pop_front();
+                }
+                state.retired.push_back(current);
+                *state = PeerState {
+                    needs_full: true,
+                    incarnation: Some(sender),
+                    retired: std::mem::take(&mut state.retired),
+                    ..PeerState::default()
+                };
+                self.stats.restarts_seen += 1;
+                self.stats.resets += 1;
+                true
+            }
         }
+    }
+
+    /// Check a received message before anything of it is used.
+    fn validate(&self, body: &Body<K, V>) -> Result<(), Invalid> {
+        let ctx = match body {
+            Body::Delta { delta, .. } => {
+                delta.validate()?;
+                &delta.ctx
+            }
+            Body::Digest { ctx, .. } => {
+                validate::validate_context(ctx)?;
+                ctx
+            }
+            Body::Ack { .. } => return Ok(()),
+        };
+        // Nobody has seen a write of ours that we have not made.
+        let issued = self.map.context().next_dot(self.id).counter - 1;
+        let own = ctx.vv().get(&self.id).max(
+            ctx.cloud()
+                .iter()
+                .filter(|d| d.replica == self.id)
+                .map(|d| d.counter)
+                .max()
+                .unwrap_or(0),
+        );
+        if own > issued {
+            return Err(Invalid::FutureOfReceiver(crate::causal::Dot {
+                replica: self.id,
+                counter: own,
+            }));
+        }
+        Ok(())
+    }
+
+    /// Handle a message from `from`. Invalid messages are refused and counted
+    /// ([`Stats::invalid_received`]); nothing here panics on what a peer sends.
+    pub fn handle_message(&mut self, from: P, msg: Message<K, V>) -> Vec<Effect<P, K, V>> {
+        let valid_piece = match &msg.body {
+            Body::Delta { piece, .. } | Body::Ack { piece, .. } => piece.is_valid(),
+            Body::Digest { .. } => true,
+        };
+        if !valid_piece || self.validate(&msg.body).is_err() {
+            self.stats.invalid_received += 1;
+            return Vec::new();
+        }
+        let current = self.note_sender(&from, msg.sender);
         match msg.body {
-            Body::Delta { seq, delta } => {
+            Body::Delta { piece, delta } => {
                 match self.map.news(&delta) {
-                    Some(news) => self.apply_and_buffer(news, Some(from.clone())),
+                    Some(news) => self.apply_and_buffer(news, Some(msg.sender)),
                     None => self.stats.redundant_received += 1,
                 }
-                let ack = self.message(Body::Ack { seq });
+                if !current {
+                    // Data is data (a dot names one write forever), but nobody waits for this
+                    // ack: the incarnation that sent it is gone.
+                    return Vec::new();
+                }
+                if let Some(state) = self.peers.get_mut(&from) {
+                    note_inbound(state, piece);
+                }
+                let ack = self.message(Body::Ack {
+                    to: msg.sender,
+                    piece,
+                });
                 vec![Effect::Send { to: from, msg: ack }]
             }
-            Body::Ack { seq } => {
-                let a = self.acked.entry(from).or_insert(0);
-                *a = (*a).max(seq.min(self.next_seq));
-                Vec::new()
-            }
-            Body::Digest { ctx } => {
-                let acked_all = self.acked.get(&from).is_some_and(|&a| a >= self.next_seq);
-                if acked_all && !ctx.covers(self.map.context()) {
-                    // It acked everything we have, yet lacks some of it: it lost its state.
-                    self.acked.insert(from, 0);
-                    self.stats.resets += 1;
+            Body::Ack { to, piece } => {
+                let next_seq = self.next_seq;
+                let state = self.peers.get_mut(&from);
+                let Some(state) = state.filter(|_| current && to == self.id) else {
+                    self.stats.stale_received += 1;
+                    return Vec::new();
+                };
+                let Some(transfer) = &mut state.transfer else {
+                    self.stats.stale_received += 1;
+                    return Vec::new();
+                };
+                if !transfer.piece.same_transfer(&piece) {
+                    self.stats.stale_received += 1;
+                    return Vec::new();
+                }
+                transfer.acked.insert(piece.index);
+                if transfer.acked.len() == transfer.piece.count as usize {
+                    state.acked = state.acked.max(transfer.piece.seq.min(next_seq));
+                    if transfer.piece.from.is_none() {
+                        state.needs_full = false;
+                    }
+                    state.transfer = None;
                 }
                 Vec::new()
             }
+            Body::Digest { ctx, to, complete } => {
+                let next_seq = self.next_seq;
+                let Some(state) = self.peers.get_mut(&from).filter(|_| current) else {
+                    self.stats.stale_received += 1;
+                    return Vec::new();
+                };
+                // Only a digest written after it received, whole, a transfer at our current
+                // position proves a loss; an older one (reordered behind the acks) proves nothing.
+                let received_all = to == Some(self.id) && complete >= next_seq;
+                let lacks = || !ctx.covers(self.map.context());
+                if received_all && !state.needs_full && state.acked >= next_seq && lacks() {
+                    // It acked everything we have, yet lacks some of it: it lost its state.
+                    state.needs_full = true;
+                    state.transfer = None;
+                    self.stats.resets += 1;
+                }
+                state.last_digest = Some(ctx);
+                Vec::new()
+            }
         }
+    }
+}
+
+/// Record a piece received from a peer; a transfer is complete when all its pieces arrived.
+fn note_inbound<K: Ord, V>(state: &mut PeerState<K, V>, piece: Piece) {
+    let done = match &mut state.inbound {
+        Some((t, seen)) if t.same_transfer(&piece) => {
+            seen.insert(piece.index);
+            seen.len() == t.count as usize
+        }
+        Some((t, _)) if t.seq > piece.seq => false, // an older transfer, late
+        slot => {
+            *slot = Some((piece, BTreeSet::from([piece.index])));
+            piece.count == 1
+        }
+    };
+    if done {
+        state.complete = state.complete.max(piece.seq);
+        state.inbound = None;
+    }
+}
+
+/// `delta` in pieces of at most `max_bytes`, and at most `max_pieces` of them: past that (a
+/// state of a terabyte at 1 MiB), the limit doubles until they fit, and the oversized pieces are
+/// counted when sent. Dropping pieces instead would ack a transfer its receiver never got whole.
+fn cut_within<K, V>(delta: &Delta<K, V>, max_bytes: usize, max_pieces: usize) -> Vec<Delta<K, V>>
+where
+    K: Ord + Clone + Serialize,
+    V: Clone + PartialEq + Serialize,
+{
+    if delta.is_empty() {
+        return Vec::new();
+    }
+    let mut max = max_bytes;
+    loop {
+        let pieces = delta.split(max, |k, v| wire_size(k) + wire_size(v));
+        if pieces.len() <= max_pieces || max == usize::MAX {
+            return pieces;
+        }
+        max = max.saturating_mul(2);
+    }
+}
+
+/// Bytes of `value` in postcard (0 if it cannot be encoded; nothing here can fail).
+fn wire_size<T: Serialize + ?Sized>(value: &T) -> usize {
+    postcard::experimental::serialized_size(value).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::causal::ReplicaId;
+
+    #[test]
+    fn a_transfer_over_the_piece_limit_is_cut_coarser_never_truncated() {
+        let mut map: ORMap<u32, u32> = ORMap::new();
+        let id = ReplicaId { node: 1, epoch: 1 };
+        for k in 0..200 {
+            let d = map.write(id, k, k);
+            map.apply(&d);
+        }
+        let fine = cut_within(map.state(), 200, usize::MAX);
+        assert!(fine.len() > 8, "{} pieces", fine.len());
+        let coarse = cut_within(map.state(), 200, 8);
+        assert!(coarse.len() <= 8, "{} pieces", coarse.len());
+        let mut joined: ORMap<u32, u32> = ORMap::new();
+        for p in &coarse {
+            joined.apply(p);
+        }
+        assert_eq!(joined.state(), map.state(), "nothing dropped");
     }
 }

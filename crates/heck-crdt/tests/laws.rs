@@ -3,11 +3,19 @@
 //! decoder survives anything.
 #![allow(clippy::unwrap_used)]
 use heck_crdt::{
-    Body, Causality, Config, Delta, Effect, Message, ORMap, Replica, ReplicaId, VersionVector, wire,
+    Body, Causality, Config, Delta, Effect, Message, ORMap, Piece, Replica, ReplicaId,
+    VersionVector, wire,
 };
 use proptest::prelude::*;
 
 type Map = ORMap<u8, u16>;
+
+const PIECE: Piece = Piece {
+    from: None,
+    seq: 9,
+    index: 0,
+    count: 1,
+};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -32,6 +40,15 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0..3usize, 0..5u8, any::<u16>()).prop_map(|(replica, key, value)| Op::Write { replica, key, value }),
         2 => (0..3usize, 0..5u8).prop_map(|(replica, key)| Op::Remove { replica, key }),
         2 => (0..3usize, 0..3usize).prop_map(|(from, to)| Op::Sync { from, to }),
+    ]
+}
+
+/// Counters a peer might send: small, around the refusal limit, around `u64::MAX`.
+fn counter() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0..4u64,
+        (heck_crdt::MAX_COUNTER - 1)..=(heck_crdt::MAX_COUNTER + 1),
+        (u64::MAX - 2)..=u64::MAX,
     ]
 }
 
@@ -153,12 +170,16 @@ proptest! {
     ) {
         let n = 4;
         let mut reps: Vec<Replica<usize, u8, u16>> = (0..n)
-            .map(|i| Replica::new(rid(i), (0..n).filter(|&j| j != i), Config { fanout: 2, digest_every: 3, max_buffer: 8 }))
+            .map(|i| Replica::new(rid(i), (0..n).filter(|&j| j != i), Config { fanout: 2, digest_every: 3, max_buffer: 8, ..Config::default() }))
             .collect();
         let mut inflight: Vec<(usize, usize, Message<u8, u16>)> = Vec::new();
         let mut x = seed | 1;
         let mut rnd = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+        // The join of every delta written: what the replicas must end up with, not only alike.
+        let mut truth = Map::new();
         for (i, &(r, k, v, remove)) in writes.iter().enumerate() {
+            let delta = if remove { reps[r].map().remove(&k) } else { reps[r].map().write(reps[r].id(), k, v) };
+            truth.apply(&delta);
             if remove { reps[r].remove(&k) } else { reps[r].write(k, v) }
             // A lossy round: each message dropped with probability 1/3, duplicated with 1/6,
             // delivered in a shuffled order.
@@ -195,8 +216,113 @@ proptest! {
             if reps.iter().all(|r| r.map().state() == reps[0].map().state()) { break; }
         }
         for r in &reps {
-            prop_assert_eq!(r.map().state(), reps[0].map().state());
+            prop_assert_eq!(r.map().state(), truth.state());
         }
+    }
+
+    /// A delta cut into pieces under a byte limit: in any order, the pieces join to the delta,
+    /// into any other state too; each piece alone is below the delta (joining it never removes
+    /// what the delta keeps), valid, and under the limit unless it holds a single entry.
+    #[test]
+    fn pieces_join_back_to_the_delta_and_each_is_below_it(
+        ops in prop::collection::vec(op(), 0..60),
+        other in prop::collection::vec(op(), 0..20),
+        max in 130..700usize,
+        seed in any::<u64>(),
+    ) {
+        let (m, deltas) = run(&ops);
+        let (y, _) = run(&other);
+        let size = |k: &u8, v: &u16| postcard::experimental::serialized_size(&(k, v)).unwrap();
+        for x in [m[0].state().clone(), m[1].state().clone()].into_iter().chain(deltas.into_iter().take(5)) {
+            let mut pieces = x.split(max, size);
+            for p in &pieces {
+                prop_assert!(p.validate().is_ok() || x.validate().is_err());
+                let msg = Message { sender: rid(0), body: Body::Delta { piece: PIECE, delta: p.clone() } };
+                prop_assert!(wire::encode(&msg).len() <= max || p.len() <= 1, "{} bytes", wire::encode(&msg).len());
+                let mut whole = Map::new(); whole.apply(&x);
+                let before = whole.state().clone();
+                whole.apply(p);
+                prop_assert_eq!(whole.state(), &before);
+            }
+            let mut z = seed | 1;
+            for i in (1..pieces.len()).rev() {
+                z ^= z << 13; z ^= z >> 7; z ^= z << 17;
+                pieces.swap(i, (z % (i as u64 + 1)) as usize);
+            }
+            let (mut a, mut b) = (y[0].clone(), y[0].clone());
+            a.apply(&x);
+            for p in &pieces { b.apply(p); }
+            prop_assert_eq!(a.state(), b.state());
+        }
+    }
+
+    /// Valid messages with bytes replaced, inserted or cut: decoding never panics, and whatever
+    /// decodes is either refused (counted) or leaves a replica with a valid state that can still
+    /// write.
+    #[test]
+    fn mutated_messages_never_panic_and_never_corrupt_a_replica(
+        ops in prop::collection::vec(op(), 0..20),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..6),
+        digest in any::<bool>(),
+    ) {
+        let (m, _) = run(&ops);
+        let body = if digest {
+            Body::Digest { ctx: m[1].context().clone(), to: Some(rid(0)), complete: 3 }
+        } else {
+            Body::Delta { piece: PIECE, delta: m[1].state().clone() }
+        };
+        let mut bytes = wire::encode(&Message::<u8, u16> { sender: rid(1), body });
+        for (at, byte, how) in edits {
+            let i = at.index(bytes.len());
+            match how {
+                0 => bytes[i] = byte,
+                1 => bytes.insert(i, byte),
+                _ => bytes.truncate(i.max(1)),
+            }
+        }
+        let mut r: Replica<usize, u8, u16> = Replica::new(rid(0), [1usize], Config::default());
+        for (k, v) in [(1u8, 1u16), (2, 2)] { r.write(k, v); }
+        if let Ok(msg) = wire::decode::<Message<u8, u16>>(&bytes, 1 << 20) {
+            let _ = r.handle_message(1, msg);
+        }
+        prop_assert!(r.map().state().validate().is_ok());
+        r.write(9, 9);
+        prop_assert_eq!(r.map().get(&9), vec![&9]);
+    }
+
+    /// Hand-built messages with counters at the edges (0, around 2^48, around u64::MAX), dots
+    /// outside their context or under two keys: never a panic; refused or harmless.
+    #[test]
+    fn messages_with_extreme_counters_never_panic_and_never_corrupt_a_replica(
+        vv in prop::collection::vec((0..4u64, counter()), 0..4),
+        cloud in prop::collection::vec((0..4u64, counter()), 0..4),
+        entries in prop::collection::vec((0..3u8, 0..4u64, counter(), any::<u16>()), 0..4),
+        kind in 0..3u8,
+        index in 0..3u32,
+        count in 0..3u32,
+    ) {
+        let id = |n: u64| ReplicaId { node: n, epoch: 7 };
+        let mut ctx = heck_crdt::CausalContext::new();
+        for (n, c) in vv { ctx.insert_prefix(id(n), c); }
+        for (n, c) in cloud { ctx.insert(heck_crdt::Dot { replica: id(n), counter: c }); }
+        let mut delta: Delta<u8, u16> = Delta { entries: Default::default(), ctx: ctx.clone() };
+        for (k, n, c, v) in entries {
+            delta.entries.entry(k).or_default().insert(heck_crdt::Dot { replica: id(n), counter: c }, v);
+        }
+        let piece = Piece { from: Some(0), seq: 2, index, count };
+        let body = match kind {
+            0 => Body::Delta { piece, delta },
+            1 => Body::Digest { ctx, to: Some(rid(0)), complete: u64::MAX },
+            _ => Body::Ack { to: rid(0), piece },
+        };
+        let mut r: Replica<usize, u8, u16> = Replica::new(rid(0), [1usize], Config::default());
+        r.write(1, 1);
+        let _ = r.tick(1);
+        let _ = r.handle_message(1, Message { sender: id(1), body });
+        prop_assert!(r.map().state().validate().is_ok());
+        r.write(2, 2);
+        prop_assert_eq!(r.map().get(&2), vec![&2]);
+        let _ = r.tick(2);
     }
 
     #[test]
@@ -207,7 +333,7 @@ proptest! {
     #[test]
     fn messages_round_trip_and_truncations_are_errors(ops in prop::collection::vec(op(), 0..20), cut in any::<prop::sample::Index>()) {
         let (m, _) = run(&ops);
-        let msg: Message<u8, u16> = Message { sender: rid(0), body: Body::Delta { seq: 9, delta: m[0].state().clone() } };
+        let msg: Message<u8, u16> = Message { sender: rid(0), body: Body::Delta { piece: PIECE, delta: m[0].state().clone() } };
         let bytes = wire::encode(&msg);
         prop_assert_eq!(wire::decode::<Message<u8, u16>>(&bytes, 1 << 20).unwrap(), msg);
         let cut = cut.index(bytes.len());
@@ -221,17 +347,20 @@ proptest! {
 fn oversized_and_unknown_versions_are_rejected() {
     let bytes = wire::encode(&Message::<u8, u16> {
         sender: rid(0),
-        body: Body::Ack { seq: 1 },
+        body: Body::Ack {
+            to: rid(1),
+            piece: PIECE,
+        },
     });
     assert!(matches!(
         wire::decode::<Message<u8, u16>>(&bytes, 1),
         Err(wire::DecodeError::TooLarge { .. })
     ));
     let mut v2 = bytes.clone();
-    v2[0] = 2;
+    v2[0] = 3;
     assert_eq!(
         wire::decode::<Message<u8, u16>>(&v2, 100),
-        Err(wire::DecodeError::Version(2))
+        Err(wire::DecodeError::Version(3))
     );
     assert_eq!(
         wire::decode::<Message<u8, u16>>(&[], 100),

@@ -2,23 +2,30 @@
 //!
 //! One process = one replica of an `ORMap<String, String>` (values are multi-value registers:
 //! concurrent puts are kept as siblings). Replicas gossip with [`heck_crdt::Replica`]'s
-//! anti-entropy; each message is one length-prefixed frame on a short TCP connection, so a
-//! full state of any size fits (UDP datagrams stop at 64 KiB).
+//! anti-entropy over [`heck_stream`]: one authenticated, encrypted connection per peer, sealed
+//! with the same key ring and cluster name as SWIM, frames capped before allocation.
 //!
 //! ```text
 //!  HTTP PUT/DELETE ─> replica.write/remove (std mutex, never held across an await)
-//!  every tick       ─> replica.tick(random) ─> frames to peers (at most SEND_CONCURRENCY at once)
-//!  TCP frame in     ─> replica.handle_message ─> ack frame back
+//!  every tick       ─> replica.tick(random) ─> stream.send(peer, Crdt, message) (queued, bounded)
+//!  stream Incoming  ─> decode (capped) ─> replica.handle_message(authenticated name) ─> ack
+//!  --peer ADDR      ─> stream.connect until it answers: its name comes from the handshake
 //! ```
 //!
-//! A restart never reuses a dot: the replica id is (xxh3(name), epoch) with epoch = the wall
-//! clock in milliseconds at start, so a restarted process is a new replica, its counters start
-//! again at 1 under a new id, and peers see the new id and send it everything (see
-//! `heck_crdt::sync`). Requirement: the clock does not go back across a restart.
+//! Peers are named by the name their connection's handshake proved, never by what a message
+//! says; a peer that is not a `--peer` but connects with the key is learnt too (so seeds
+//! need not list each other both ways). `--listen` is only where the socket is bound; peers
+//! dial the advertised address.
+//!
+//! A restart never reuses a dot: the replica id is (xxh3(name), epoch) with a random 64-bit
+//! epoch drawn at start, so a restarted process is a new replica, its counters start again at 1
+//! under a new id, and peers see the new id and send it everything (see `heck_crdt::sync`). No
+//! clock is involved: peers only ask "is this id different?", never "is it later?".
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -27,32 +34,38 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use heck_crdt::{Effect, Message, Replica, ReplicaId, wire};
+use heck_stream::{Channel, Incoming, Peer, Stream};
+use heck_swim::Keyring;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// Largest gossip frame accepted.
-pub const MAX_FRAME: usize = 64 * 1024 * 1024;
-/// Most gossip sends in flight at once; beyond that a send is dropped (and counted): the
-/// protocol retransmits until acknowledged, so a dropped send only delays.
-pub const SEND_CONCURRENCY: usize = 64;
+/// Largest gossip message, in bytes (the stream's frame cap): a message is refused before it
+/// is sent, and a longer frame before it is read.
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 /// Largest value accepted by PUT.
 pub const MAX_VALUE: usize = 1024 * 1024;
+/// Longest wait between two dials of a `--peer` that has not answered yet.
+const SEED_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// One replica's settings.
 #[derive(Debug, Clone)]
 pub struct KvConfig {
-    /// Stable name (the replica id is derived from it and the start time).
+    /// Stable name: the replica id is derived from it and the start time, and it is the
+    /// name this replica proves in every stream handshake.
     pub name: String,
-    /// Gossip listen address.
+    /// Address the gossip (stream) socket is bound to; may be `0.0.0.0`.
     pub listen: SocketAddr,
+    /// Address peers dial (see [`heck_stream::advertise_addr`]).
+    pub advertise: SocketAddr,
     /// HTTP API address.
     pub http: SocketAddr,
-    /// Other replicas' gossip addresses.
+    /// Other replicas' advertised addresses, dialled until they answer.
     pub peers: Vec<SocketAddr>,
     /// Time between anti-entropy rounds.
     pub tick: Duration,
+    /// The key ring and cluster name (as `heck agent`'s).
+    pub keyring: Keyring,
 }
 
 /// Why the store could not run.
@@ -66,30 +79,52 @@ pub enum KvError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The stream transport refused its settings.
+    #[error("{0}")]
+    Stream(#[from] heck_stream::StreamError),
     /// The HTTP server failed.
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
 
-type Kv = Replica<SocketAddr, String, String>;
+type Kv = Replica<String, String, String>;
 
 struct Shared {
     replica: Mutex<Kv>,
-    sends: Arc<tokio::sync::Semaphore>,
-    dropped_sends: std::sync::atomic::AtomicU64,
+    stream: Stream,
+    /// Authenticated peer name → its advertised address (from handshakes).
+    peers: Mutex<BTreeMap<String, SocketAddr>>,
+    /// Messages the stream refused to queue (full queue, peer unreachable, too large).
+    dropped_sends: AtomicU64,
+    /// Authenticated frames that did not decode, or came on another channel.
+    bad_messages: AtomicU64,
 }
 
 impl Shared {
     fn replica(&self) -> MutexGuard<'_, Kv> {
         self.replica.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    fn peers(&self) -> MutexGuard<'_, BTreeMap<String, SocketAddr>> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remember an authenticated peer and make it a replica peer.
+    fn learn(&self, peer: &Peer) {
+        if peer.name == self.stream.local().name {
+            return; // a --peer that points at ourselves
+        }
+        let new = self.peers().insert(peer.name.clone(), peer.addr).is_none();
+        if new {
+            tracing::info!(peer = %peer.name, addr = %peer.addr, "kv peer");
+            self.replica().add_peer(peer.name.clone());
+        }
+    }
 }
 
 /// Run one replica until `shutdown`.
 pub async fn run(config: KvConfig, shutdown: CancellationToken) -> Result<(), KvError> {
-    let epoch = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let epoch = random_epoch();
     let id = ReplicaId::new(&config.name, epoch);
     let gossip = TcpListener::bind(config.listen)
         .await
@@ -103,26 +138,29 @@ pub async fn run(config: KvConfig, shutdown: CancellationToken) -> Result<(), Kv
             addr: config.http,
             source,
         })?;
+    let mut stream_config = heck_stream::Config::new(config.name.clone(), config.advertise);
+    stream_config.max_frame = MAX_FRAME;
+    stream_config.max_buffered_bytes = 4 * MAX_FRAME;
+    let (stream, incoming) =
+        Stream::start(stream_config, config.keyring, gossip, shutdown.clone())?;
     let shared = Arc::new(Shared {
         replica: Mutex::new(Replica::new(
             id,
-            config.peers.clone(),
+            Vec::<String>::new(),
             heck_crdt::Config::default(),
         )),
-        sends: Arc::new(tokio::sync::Semaphore::new(SEND_CONCURRENCY)),
-        dropped_sends: std::sync::atomic::AtomicU64::new(0),
+        stream,
+        peers: Mutex::new(BTreeMap::new()),
+        dropped_sends: AtomicU64::new(0),
+        bad_messages: AtomicU64::new(0),
     });
-    tracing::info!(replica = %id, gossip = %config.listen, http = %config.http, "heck kv replica");
+    tracing::info!(replica = %id, listen = %config.listen, advertise = %config.advertise, http = %config.http, "heck kv replica");
 
-    tokio::spawn(receive(
-        gossip,
-        shared.clone(),
-        config.listen,
-        shutdown.clone(),
-    ));
+    tokio::spawn(seeds(shared.clone(), config.peers, shutdown.clone()));
+    tokio::spawn(receive(shared.clone(), incoming, shutdown.clone()));
     tokio::spawn(ticker(
         shared.clone(),
-        config.listen,
+        config.advertise,
         config.tick,
         epoch,
         shutdown.clone(),
@@ -136,6 +174,50 @@ pub async fn run(config: KvConfig, shutdown: CancellationToken) -> Result<(), Kv
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
         .map_err(KvError::Serve)
+}
+
+/// Dial every `--peer` until it answers; its name comes from the handshake. Once known, the
+/// stream redials it by itself.
+async fn seeds(shared: Arc<Shared>, mut pending: Vec<SocketAddr>, stop: CancellationToken) {
+    let mut wait = Duration::from_millis(50);
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for addr in pending {
+            let connected = tokio::select! {
+                _ = stop.cancelled() => return,
+                c = shared.stream.connect(addr) => c,
+            };
+            match connected {
+                Ok(peer) => shared.learn(&peer),
+                Err(e) => {
+                    tracing::debug!(%addr, %e, "kv peer not reachable yet");
+                    still.push(addr);
+                }
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            return;
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(SEED_RETRY_MAX);
+    }
+}
+
+/// A fresh random epoch for this start, from the operating system's randomness (the same
+/// source the stream's nonces use). Peers only ask "is this id different?", so two starts of one
+/// node collide with probability 2^-64; if the OS has no randomness to give, std's per-process
+/// random hasher keys are the fallback.
+fn random_epoch() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    })
 }
 
 async fn ticker(
@@ -154,87 +236,50 @@ async fn ticker(
         }
         random = random.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let effects = shared.replica().tick(random);
-        send_all(&shared, me, effects);
+        send_all(&shared, effects);
     }
 }
 
-fn send_all(
-    shared: &Arc<Shared>,
-    me: SocketAddr,
-    effects: Vec<Effect<SocketAddr, String, String>>,
-) {
+fn send_all(shared: &Shared, effects: Vec<Effect<String, String, String>>) {
     for Effect::Send { to, msg } in effects {
-        let Ok(permit) = shared.sends.clone().try_acquire_owned() else {
-            shared
-                .dropped_sends
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(addr) = shared.peers().get(&to).copied() else {
+            // Replica peers are only ever added by `learn`, with their address.
+            shared.dropped_sends.fetch_add(1, Relaxed);
             continue;
         };
-        let bytes = wire::encode(&Frame { from: me, msg });
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = send_frame(to, &bytes).await {
-                tracing::debug!(%to, %e, "gossip send failed");
-            }
-        });
+        let peer = Peer { name: to, addr };
+        // The stream refuses (and counts) a message over its frame cap: never truncated.
+        if let Err(e) = shared.stream.send(&peer, Channel::Crdt, wire::encode(&msg)) {
+            shared.dropped_sends.fetch_add(1, Relaxed);
+            tracing::debug!(peer = %peer.name, %e, "kv send dropped");
+        }
     }
 }
 
-/// A gossip frame: the sender's gossip address (peers are named by it) and the message.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Frame {
-    from: SocketAddr,
-    msg: Message<String, String>,
-}
-
-async fn send_frame(to: SocketAddr, bytes: &[u8]) -> std::io::Result<()> {
-    let mut s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(to))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
-    s.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
-    s.write_all(bytes).await?;
-    s.shutdown().await
-}
-
-async fn receive(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    me: SocketAddr,
-    stop: CancellationToken,
-) {
+/// Apply what peers send, one message at a time: the number of messages being decoded or
+/// applied at once is one, and what waits is bounded by the stream's incoming queue.
+async fn receive(shared: Arc<Shared>, mut incoming: Incoming, stop: CancellationToken) {
     loop {
-        let accepted = tokio::select! {
+        let inbound = tokio::select! {
             _ = stop.cancelled() => return,
-            a = listener.accept() => a,
+            i = incoming.recv() => i,
         };
-        let Ok((mut stream, _)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let Some(inbound) = inbound else { return };
+        if inbound.channel != Channel::Crdt {
+            shared.bad_messages.fetch_add(1, Relaxed);
             continue;
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let read = async {
-                let mut len = [0u8; 4];
-                stream.read_exact(&mut len).await?;
-                let len = u32::from_be_bytes(len) as usize;
-                if len > MAX_FRAME {
-                    return Err(std::io::Error::other(format!("frame of {len} bytes")));
-                }
-                let mut buf = vec![0u8; len];
-                stream.read_exact(&mut buf).await?;
-                Ok::<_, std::io::Error>(buf)
-            };
-            let Ok(Ok(buf)) = tokio::time::timeout(Duration::from_secs(10), read).await else {
-                return;
-            };
-            match wire::decode::<Frame>(&buf, MAX_FRAME) {
-                Ok(frame) => {
-                    let effects = shared.replica().handle_message(frame.from, frame.msg);
-                    send_all(&shared, me, effects);
-                }
-                Err(e) => tracing::warn!(%e, "dropped a bad gossip frame"),
+        }
+        match wire::decode::<Message<String, String>>(&inbound.bytes, MAX_FRAME) {
+            Ok(msg) => {
+                shared.learn(&inbound.from);
+                let effects = shared.replica().handle_message(inbound.from.name, msg);
+                send_all(&shared, effects);
             }
-        });
+            Err(e) => {
+                shared.bad_messages.fetch_add(1, Relaxed);
+                tracing::warn!(peer = %inbound.from.name, %e, "dropped a bad gossip message");
+            }
+        }
     }
 }
 
@@ -291,6 +336,8 @@ async fn remove(State(shared): State<Arc<Shared>>, Path(key): Path<String>) -> S
 }
 
 async fn dump(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
+    // Copied first: the two locks are never held together.
+    let peers = shared.peers().clone();
     let r = shared.replica();
     let vv: BTreeMap<String, u64> = r
         .map()
@@ -308,6 +355,9 @@ async fn dump(State(shared): State<Arc<Shared>>) -> Json<serde_json::Value> {
         "buffered_deltas": r.buffered(),
         "deltas_sent": stats.deltas_sent,
         "full_states_sent": stats.full_states_sent,
-        "dropped_sends": shared.dropped_sends.load(std::sync::atomic::Ordering::Relaxed),
+        "dropped_sends": shared.dropped_sends.load(Relaxed),
+        "bad_messages": shared.bad_messages.load(Relaxed),
+        "peers": peers,
+        "stream": shared.stream.stats(),
     }))
 }

@@ -41,6 +41,7 @@ pub mod membership;
 pub mod metrics;
 pub mod registry;
 
+pub use api::ApiLimits;
 pub use registry::{Registry, TargetView};
 
 /// Default `max_in_flight`: enough for 10,000 checks/s at 400 ms latency, far below the 20,000
@@ -58,11 +59,14 @@ const EVENT_BUFFER: usize = 1024;
 pub struct NodeConfig {
     /// Where the API listens.
     pub api_addr: SocketAddr,
-    /// If set, `POST`/`DELETE` need `Authorization: Bearer <token>`.
+    /// If set, `POST`/`DELETE` need `Authorization: Bearer <token>`. An empty token is refused
+    /// ([`NodeError::EmptyToken`]): it would otherwise read as "authentication on".
     pub api_token: Option<String>,
+    /// Bounds on API clients: request timeouts, connections, subscribers, shutdown grace.
+    pub api: ApiLimits,
     /// Most checks running at once (split evenly across the check threads).
     pub max_in_flight: usize,
-    /// Check threads (shards); 0 means one per available core.
+    /// Check threads (shards); 0 means one per available core; capped at [`MAX_CHECK_THREADS`].
     pub check_threads: usize,
     /// Defaults that API-added targets are validated against (the config's `[defaults]`).
     pub defaults: Defaults,
@@ -92,6 +96,12 @@ pub enum NodeError {
     /// A check thread or its runtime could not be started.
     #[error("cannot start a check thread: {0}")]
     Thread(std::io::Error),
+    /// The API token is empty.
+    #[error(
+        "the API token is empty: give a token, or unset --api-token and HECK_API_TOKEN to run \
+         without authentication"
+    )]
+    EmptyToken,
     /// Two initial targets share a name.
     #[error("duplicate target name {0:?}")]
     Duplicate(String),
@@ -122,20 +132,38 @@ enum Command {
 /// State shared by the driver and the API handlers.
 #[derive(Debug)]
 struct Shared {
+    /// Every target, its state and last result: written by the drivers (results) and the API
+    /// (add, remove), read by the API and `/metrics`. A std mutex, never held across an await.
     registry: Arc<Mutex<Registry>>,
+    /// The node-wide metrics; the per-target series are read from `registry` when scraped.
     metrics: Arc<metrics::Metrics>,
+    /// Status transitions to SSE subscribers; each has its own bounded buffer.
     events: broadcast::Sender<Event>,
-    /// One per shard: index with [`shard_of`].
+    /// To each shard's driver, the targets the API added or removed. One per shard: index with
+    /// [`shard_of`].
     commands: Vec<mpsc::Sender<Command>>,
+    /// What API-added targets are validated against (the config's `[defaults]`).
     defaults: Defaults,
+    /// If set, POST and DELETE need it as a bearer token (never empty: refused at start).
     token: Option<String>,
+    /// Wall-clock start, for `/v1/node`'s `started_at`.
     started_at: SystemTime,
+    /// Monotonic start, for the uptime (immune to wall-clock jumps).
     started: Instant,
+    /// Checks running now over all shards, for `/v1/node` and the gauge.
     in_flight: AtomicUsize,
+    /// The bound on `in_flight`, as configured (shown by `/v1/node`).
     max_in_flight: usize,
+    /// Cancelled when the agent stops: drivers drain, SSE streams end, the API closes.
     shutdown: CancellationToken,
+    /// Runs checks; holds the keep-alive pool, so a removed target's connection is forgotten.
     prober: Prober,
+    /// Cluster membership as the gossip task sees it, when the agent gossips.
     members: Option<Arc<membership::MembershipView>>,
+    /// Bounds on API clients.
+    api_limits: ApiLimits,
+    /// One permit per SSE subscriber (`api_limits.max_subscribers`).
+    subscribers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -165,13 +193,19 @@ pub fn shard_of(key_hash: u64, shards: usize) -> usize {
     ((key_hash >> 32) % shards.max(1) as u64) as usize
 }
 
-/// How many check threads `requested` means: 0 is one per available core.
+/// Most check threads: each is an OS thread with its own runtime, and beyond the cores they only
+/// add switching (`--check-threads 100000` once started 4,099 threads).
+pub const MAX_CHECK_THREADS: usize = 256;
+
+/// How many check threads `requested` means: 0 is one per available core; never more than
+/// [`MAX_CHECK_THREADS`].
 pub fn check_threads(requested: usize) -> usize {
-    if requested > 0 {
+    let n = if requested > 0 {
         requested
     } else {
         std::thread::available_parallelism().map_or(1, |n| n.get())
-    }
+    };
+    n.min(MAX_CHECK_THREADS)
 }
 
 /// Wall-clock time since the Unix epoch: the scheduler's time axis (the same on every node).
@@ -181,13 +215,18 @@ fn wall() -> Duration {
         .unwrap_or_default()
 }
 
-/// Run the agent until `shutdown` is cancelled: bind the API, schedule every target, serve.
-/// `ready` (if given) receives the bound address once the API accepts connections.
+/// Run the agent until `shutdown` is cancelled. `ready` (if given) receives the bound address
+/// once the API accepts connections. In order: bind the API (and gossip) sockets, build the
+/// shared state, `load_targets`, `start_shards`, start membership, serve the API
+/// (`api::serve`, which closes its connections within the grace period), `stop_shards`.
 pub async fn run(
     config: NodeConfig,
     shutdown: CancellationToken,
     ready: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
 ) -> Result<(), NodeError> {
+    if config.api_token.as_deref() == Some("") {
+        return Err(NodeError::EmptyToken);
+    }
     let listener = tokio::net::TcpListener::bind(config.api_addr)
         .await
         .map_err(|source| NodeError::Bind {
@@ -225,7 +264,7 @@ pub async fn run(
         events,
         commands,
         defaults: config.defaults,
-        token: config.api_token.filter(|t| !t.is_empty()),
+        token: config.api_token,
         started_at: SystemTime::now(),
         started: Instant::now(),
         in_flight: AtomicUsize::new(0),
@@ -233,68 +272,11 @@ pub async fn run(
         shutdown: shutdown.clone(),
         prober: Prober::new()?,
         members: members.clone(),
+        api_limits: config.api,
+        subscribers: Arc::new(tokio::sync::Semaphore::new(config.api.max_subscribers)),
     });
-    {
-        let now = SystemTime::now();
-        let mut reg = shared.registry();
-        reg.reserve(config.targets.len());
-        for spec in config.targets {
-            if reg.get(&spec.name).is_some() {
-                return Err(NodeError::Duplicate(spec.name.to_string()));
-            }
-            let _ = reg.add(spec, now);
-        }
-        shared.metrics.targets(reg.counts());
-    }
-
-    // Each shard gets an even share of max_in_flight (at least one; shards <= max_in_flight).
-    let per_shard = (max_in_flight / shards).max(1);
-    let mut drivers = Vec::with_capacity(shards);
-    for (index, command_rx) in command_rxs.into_iter().enumerate() {
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        let shard = Shard {
-            shared: shared.clone(),
-            index,
-            count: shards,
-            max_in_flight: per_shard,
-        };
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
-        let spawned = std::thread::Builder::new()
-            .name(format!("heck-check-{index}"))
-            .spawn(move || {
-                // Built (and dropped) on its own thread: tokio forbids dropping a runtime
-                // inside another runtime's async context.
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = started_tx.send(Ok(()));
-                runtime.block_on(drive(shard, command_rx));
-                drop(runtime);
-                let _ = done_tx.send(());
-            });
-        let started = match spawned {
-            Ok(_) => started_rx
-                .await
-                .unwrap_or_else(|_| Err(std::io::Error::other("check thread died at start"))),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = started {
-            // Stop the shards already running before reporting.
-            shutdown.cancel();
-            for done in drivers {
-                let _ = done.await;
-            }
-            return Err(NodeError::Thread(e));
-        }
-        drivers.push(done_rx);
-    }
+    load_targets(&shared, config.targets)?;
+    let drivers = start_shards(&shared, command_rxs, max_in_flight).await?;
     let gossiper = match (config.membership, gossip, members) {
         (Some(m), Some(socket), Some(view)) => {
             tracing::info!(node = %m.node_name, gossip = %m.gossip_addr, "membership on");
@@ -311,18 +293,102 @@ pub async fn run(
     if let Some(tx) = ready {
         let _ = tx.send(addr);
     }
-    let served = axum::serve(listener, api::router(shared.clone()))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let served = api::serve(listener, shared.clone(), shutdown.clone()).await;
     shutdown.cancel();
-    for done in drivers {
-        // An error means the thread ended without saying so (it panicked): nothing to wait for.
-        let _ = done.await;
-    }
+    stop_shards(drivers).await;
     if let Some(g) = gossiper {
         let _ = g.await;
     }
     served.map_err(NodeError::Serve)
+}
+
+/// Put the initial targets into the registry, unknown since now; a duplicate name is an error.
+fn load_targets(shared: &Shared, targets: Vec<TargetSpec>) -> Result<(), NodeError> {
+    let now = SystemTime::now();
+    let mut reg = shared.registry();
+    reg.reserve(targets.len());
+    for spec in targets {
+        if reg.get(&spec.name).is_some() {
+            return Err(NodeError::Duplicate(spec.name.to_string()));
+        }
+        let _ = reg.add(spec, now);
+    }
+    shared.metrics.targets(reg.counts());
+    Ok(())
+}
+
+/// A running shard: resolved when its thread has finished (or died).
+type ShardDone = tokio::sync::oneshot::Receiver<()>;
+
+/// Start one check thread per command receiver, each driving its shard with an even share of
+/// `max_in_flight`. If one cannot start, the ones already running are stopped first.
+async fn start_shards(
+    shared: &Arc<Shared>,
+    command_rxs: Vec<mpsc::Receiver<Command>>,
+    max_in_flight: usize,
+) -> Result<Vec<ShardDone>, NodeError> {
+    let shards = command_rxs.len();
+    // Each shard gets an even share of max_in_flight (at least one; shards <= max_in_flight).
+    let per_shard = (max_in_flight / shards.max(1)).max(1);
+    let mut drivers = Vec::with_capacity(shards);
+    for (index, command_rx) in command_rxs.into_iter().enumerate() {
+        let shard = Shard {
+            shared: shared.clone(),
+            index,
+            count: shards,
+            max_in_flight: per_shard,
+        };
+        match start_shard(shard, command_rx).await {
+            Ok(done) => drivers.push(done),
+            Err(e) => {
+                shared.shutdown.cancel();
+                stop_shards(drivers).await;
+                return Err(NodeError::Thread(e));
+            }
+        }
+    }
+    Ok(drivers)
+}
+
+/// Start `shard`'s thread, with its own single-threaded runtime; returns once the runtime runs.
+async fn start_shard(
+    shard: Shard,
+    command_rx: mpsc::Receiver<Command>,
+) -> std::io::Result<ShardDone> {
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("heck-check-{}", shard.index))
+        .spawn(move || {
+            // Built (and dropped) on its own thread: tokio forbids dropping a runtime
+            // inside another runtime's async context.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = started_tx.send(Ok(()));
+            runtime.block_on(drive(shard, command_rx));
+            drop(runtime);
+            let _ = done_tx.send(());
+        })?;
+    started_rx
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("check thread died at start")))?;
+    Ok(done_rx)
+}
+
+/// Wait for every shard to finish (after `shutdown` was cancelled).
+async fn stop_shards(drivers: Vec<ShardDone>) {
+    for done in drivers {
+        // An error means the thread ended without saying so (it panicked): nothing to wait for.
+        let _ = done.await;
+    }
 }
 
 /// One finished check.
@@ -365,149 +431,215 @@ struct Shard {
     max_in_flight: usize,
 }
 
-/// The check driver of one shard: the only owner of that shard's schedule.
+/// Run one shard's driver until shutdown (and the drain after it) ends.
 async fn drive(shard: Shard, mut commands: mpsc::Receiver<Command>) {
-    let Shard {
-        shared,
-        index,
-        count,
-        max_in_flight: max,
-    } = shard;
-    let mut schedule: Schedule<TargetName> = Schedule::new();
-    // The shortest interval this shard has scheduled: bounds how early a check may start.
-    let mut shortest = Duration::MAX;
-    let (results_tx, mut results) = mpsc::channel::<CheckResult>(max);
-    let mut in_flight = 0usize;
-    {
-        let now = wall();
-        let reg = shared.registry();
-        // This shard's share, with 10% to spare for the hash's unevenness.
-        schedule.reserve(reg.len() / count + reg.len() / count / 10);
-        for e in reg
-            .iter_unordered()
-            .filter(|e| shard_of(e.key_hash, count) == index)
-        {
-            schedule.insert(e.spec.name.clone(), e.key_hash, e.spec.interval, now);
-            shortest = shortest.min(e.spec.shortest_interval());
-        }
-    }
-    let mut draining: Option<tokio::time::Instant> = None;
+    let (mut driver, mut results) = ShardDriver::new(shard);
     loop {
-        if draining.is_none() && in_flight < max {
-            let now = wall();
-            let early = coalescing_window(shortest);
-            let room = (max - in_flight).min(COALESCE_BATCH);
-            for (name, due) in schedule.pop_due(now + early, room) {
-                let Some((spec, key_hash, generation)) = shared
-                    .registry()
-                    .get(&name)
-                    .map(|e| (e.spec.clone(), e.key_hash, e.generation))
-                else {
-                    continue;
-                };
-                // An early start (inside the coalescing window) is no lag.
-                shared.metrics.lag(now.saturating_sub(due).as_secs_f64());
-                in_flight += 1;
-                shared.in_flight.fetch_add(1, Ordering::Relaxed);
-                let tx = results_tx.clone();
-                let prober = shared.prober.clone();
-                tokio::spawn(async move {
-                    let at = SystemTime::now();
-                    let outcome = prober.probe(&spec).await;
-                    // Capacity is max_in_flight and at most that many checks run: never blocks.
-                    let _ = tx
-                        .send(CheckResult {
-                            name,
-                            spec,
-                            key_hash,
-                            generation,
-                            due,
-                            at,
-                            outcome,
-                        })
-                        .await;
-                });
-            }
-            shared
-                .metrics
-                .in_flight(shared.in_flight.load(Ordering::Relaxed));
-        }
-        if draining.is_some() && in_flight == 0 {
+        driver.start_due();
+        if driver.drained() {
             break;
         }
-        let sleep_for = (draining.is_none() && in_flight < max)
-            .then(|| schedule.next_deadline())
-            .flatten()
-            .map(|d| d.saturating_sub(wall()));
+        let sleep_for = driver.sleep_for();
+        let draining = driver.draining;
         tokio::select! {
             biased;
-            _ = shared.shutdown.cancelled(), if draining.is_none() => {
-                draining = Some(tokio::time::Instant::now() + DRAIN);
-            }
-            Some(result) = results.recv() => {
-                in_flight -= 1;
-                shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-                apply(&shared, &mut schedule, result);
-            }
-            Some(command) = commands.recv() => {
-                let now = wall();
-                match command {
-                    Command::Schedule(name) => {
-                        if let Some(e) = shared.registry().get(&name) {
-                            shortest = shortest.min(e.spec.shortest_interval());
-                            schedule.insert(name, e.key_hash, e.spec.interval, now);
-                        }
-                    }
-                    Command::Unschedule(name) => {
-                        schedule.remove(&name);
-                    }
-                }
-            }
+            _ = driver.shared.shutdown.cancelled(), if draining.is_none() => driver.begin_drain(),
+            Some(result) = results.recv() => driver.on_result(result),
+            Some(command) = commands.recv() => driver.on_command(command),
             _ = tokio::time::sleep(sleep_for.unwrap_or_default()), if sleep_for.is_some() => {}
             _ = tokio::time::sleep_until(draining.unwrap_or_else(tokio::time::Instant::now)), if draining.is_some() => {
-                tracing::warn!(in_flight, "shutdown: giving up on checks still running");
+                tracing::warn!(in_flight = driver.in_flight, "shutdown: giving up on checks still running");
                 break;
             }
         }
     }
-    // Checks given up on at shutdown no longer count.
-    shared.in_flight.fetch_sub(in_flight, Ordering::Relaxed);
-    shared
-        .metrics
-        .in_flight(shared.in_flight.load(Ordering::Relaxed));
+    driver.finish();
 }
 
-/// Apply one result: rise/fall, metrics, events, and the next due time.
-fn apply(shared: &Shared, schedule: &mut Schedule<TargetName>, r: CheckResult) {
-    let mut reg = shared.registry();
-    let name = r.name;
-    let detail = r.outcome.detail.clone();
-    shared.metrics.observe_check(&r.outcome);
-    let Some((transition, failing)) = reg.record(&name, r.generation, r.at, r.outcome) else {
-        return; // removed or replaced while the check ran
-    };
-    // Same generation, so `r.spec` is the registry's spec.
-    let interval = r.spec.next_interval(failing);
-    let rescheduled = schedule.reschedule(name.clone(), r.key_hash, r.due, interval, wall());
-    if rescheduled.skipped > 0 {
-        shared.metrics.skipped(rescheduled.skipped);
+/// The check driver of one shard: the only owner of that shard's schedule. It starts due checks
+/// while its share of `max_in_flight` allows, applies their results, and (un)schedules what the
+/// API adds or removes. Each field says why it is here.
+struct ShardDriver {
+    /// The registry, metrics, events, prober and shutdown token, shared with the API.
+    shared: Arc<Shared>,
+    /// This shard's targets and when each is due; a popped target is in flight until its
+    /// result reschedules it.
+    schedule: Schedule<TargetName>,
+    /// The shortest interval scheduled here: bounds how early a check may start (coalescing).
+    shortest: Duration,
+    /// This shard's share of `max_in_flight`: at most this many of its checks run at once.
+    max_in_flight: usize,
+    /// This shard's checks running now.
+    in_flight: usize,
+    /// Where probe tasks send their results. Its capacity is `max_in_flight`, so a probe task
+    /// never waits on a send.
+    results_tx: mpsc::Sender<CheckResult>,
+    /// Once shutdown began: when the driver gives up on checks still running.
+    draining: Option<tokio::time::Instant>,
+}
+
+impl ShardDriver {
+    /// A driver for `shard`, with every target of the shard scheduled for a first check within a
+    /// second; and the receiving end of its results.
+    fn new(shard: Shard) -> (ShardDriver, mpsc::Receiver<CheckResult>) {
+        let (results_tx, results) = mpsc::channel::<CheckResult>(shard.max_in_flight);
+        let mut schedule: Schedule<TargetName> = Schedule::new();
+        let mut shortest = Duration::MAX;
+        {
+            let now = wall();
+            let reg = shard.shared.registry();
+            let count = shard.count;
+            // This shard's share, with 10% to spare for the hash's unevenness.
+            schedule.reserve(reg.len() / count + reg.len() / count / 10);
+            for e in reg
+                .iter_unordered()
+                .filter(|e| shard_of(e.key_hash, count) == shard.index)
+            {
+                schedule.insert_soon(e.spec.name.clone(), e.key_hash, e.spec.interval, now);
+                shortest = shortest.min(e.spec.shortest_interval());
+            }
+        }
+        let driver = ShardDriver {
+            shared: shard.shared,
+            schedule,
+            shortest,
+            max_in_flight: shard.max_in_flight,
+            in_flight: 0,
+            results_tx,
+            draining: None,
+        };
+        (driver, results)
     }
-    if let Some(t) = transition {
-        shared.metrics.transition(t.to);
-        shared.metrics.targets(reg.counts());
-        tracing::info!(target = %name, from = %t.from, to = %t.to, "status changed");
-        // No subscriber is not an error.
-        let _ = shared.events.send(Event {
-            target: name.to_string(),
-            from: t.from,
-            to: t.to,
-            at: registry::rfc3339(t.at),
-            detail: if t.to == Status::Unhealthy {
-                detail
-            } else {
-                None
-            },
-        });
+
+    /// Start the checks due now (or within the coalescing window), as many as the in-flight
+    /// share allows and at most [`COALESCE_BATCH`]; none once draining.
+    fn start_due(&mut self) {
+        if self.draining.is_some() || self.in_flight >= self.max_in_flight {
+            return;
+        }
+        let shared = &self.shared;
+        let now = wall();
+        let early = coalescing_window(self.shortest);
+        let room = (self.max_in_flight - self.in_flight).min(COALESCE_BATCH);
+        for (name, due) in self.schedule.pop_due(now + early, room) {
+            let Some((spec, key_hash, generation)) = shared
+                .registry()
+                .get(&name)
+                .map(|e| (e.spec.clone(), e.key_hash, e.generation))
+            else {
+                continue;
+            };
+            // An early start (inside the coalescing window) is no lag.
+            shared.metrics.lag(now.saturating_sub(due).as_secs_f64());
+            self.in_flight += 1;
+            shared.in_flight.fetch_add(1, Ordering::Relaxed);
+            let tx = self.results_tx.clone();
+            let prober = shared.prober.clone();
+            tokio::spawn(async move {
+                let at = SystemTime::now();
+                let outcome = prober.probe(&spec).await;
+                // Capacity is max_in_flight and at most that many checks run: never blocks.
+                let _ = tx
+                    .send(CheckResult {
+                        name,
+                        spec,
+                        key_hash,
+                        generation,
+                        due,
+                        at,
+                        outcome,
+                    })
+                    .await;
+            });
+        }
+        shared
+            .metrics
+            .in_flight(shared.in_flight.load(Ordering::Relaxed));
+    }
+
+    /// How long to sleep until the next check is due; `None` when nothing is scheduled, the
+    /// in-flight share is full (a result wakes the driver) or the driver is draining.
+    fn sleep_for(&self) -> Option<Duration> {
+        (self.draining.is_none() && self.in_flight < self.max_in_flight)
+            .then(|| self.schedule.next_deadline())
+            .flatten()
+            .map(|d| d.saturating_sub(wall()))
+    }
+
+    /// Shutdown began: start no more checks, wait at most [`DRAIN`] for the running ones.
+    fn begin_drain(&mut self) {
+        self.draining = Some(tokio::time::Instant::now() + DRAIN);
+    }
+
+    /// Draining and nothing left running?
+    fn drained(&self) -> bool {
+        self.draining.is_some() && self.in_flight == 0
+    }
+
+    /// The API added or removed a target of this shard.
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Schedule(name) => {
+                if let Some(e) = self.shared.registry().get(&name) {
+                    self.shortest = self.shortest.min(e.spec.shortest_interval());
+                    self.schedule
+                        .insert_soon(name, e.key_hash, e.spec.interval, wall());
+                }
+            }
+            Command::Unschedule(name) => {
+                self.schedule.remove(&name);
+            }
+        }
+    }
+
+    /// A check finished: rise/fall, metrics, events, and the target's next due time.
+    fn on_result(&mut self, r: CheckResult) {
+        self.in_flight -= 1;
+        let shared = &self.shared;
+        shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let mut reg = shared.registry();
+        let name = r.name;
+        let detail = r.outcome.detail.clone();
+        shared.metrics.observe_check(&r.outcome);
+        let Some((transition, failing)) = reg.record(&name, r.generation, r.at, r.outcome) else {
+            return; // removed or replaced while the check ran
+        };
+        // Same generation, so `r.spec` is the registry's spec.
+        let interval = r.spec.next_interval(failing);
+        let rescheduled =
+            self.schedule
+                .reschedule(name.clone(), r.key_hash, r.due, interval, wall());
+        if rescheduled.skipped > 0 {
+            shared.metrics.skipped(rescheduled.skipped);
+        }
+        if let Some(t) = transition {
+            shared.metrics.transition(t.to);
+            shared.metrics.targets(reg.counts());
+            tracing::info!(target = %name, from = %t.from, to = %t.to, "status changed");
+            // No subscriber is not an error.
+            let _ = shared.events.send(Event {
+                target: name.to_string(),
+                from: t.from,
+                to: t.to,
+                at: registry::rfc3339(t.at),
+                detail: if t.to == Status::Unhealthy {
+                    detail
+                } else {
+                    None
+                },
+            });
+        }
+    }
+
+    /// The driver stops: checks given up on at shutdown no longer count as in flight.
+    fn finish(self) {
+        let shared = &self.shared;
+        shared
+            .in_flight
+            .fetch_sub(self.in_flight, Ordering::Relaxed);
+        shared
+            .metrics
+            .in_flight(shared.in_flight.load(Ordering::Relaxed));
     }
 }
 
@@ -551,5 +683,6 @@ mod tests {
     fn zero_check_threads_means_one_per_core() {
         assert!(check_threads(0) >= 1);
         assert_eq!(check_threads(5), 5);
+        assert_eq!(check_threads(100_000), MAX_CHECK_THREADS);
     }
 }

@@ -13,6 +13,7 @@
 //! | `heck_targets{status}` | gauge | targets per status |
 //! | `heck_transitions_total{to}` | counter | status transitions |
 //! | `heck_events_dropped_total` | counter | events an SSE subscriber missed because it was too slow |
+//! | `heck_api_rejected_total{reason}` | counter | API requests or connections refused to protect the agent: `connections` (over the cap), `subscribers` (SSE, over the cap), `header_timeout`, `body_timeout`, `body_too_large` |
 //!
 //! The three per-target series are not kept as metric objects: at 100,000 targets that was three
 //! label strings, three hash-map entries and three shared cells per target (a third of the
@@ -40,6 +41,11 @@ struct ResultLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabel {
     status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -100,10 +106,22 @@ const TARGET_FAMILIES: [TargetFamily; 3] = [
 #[derive(Debug)]
 pub struct Pages {
     metrics: Arc<Metrics>,
-    /// 0: node-wide; 1..=3: a target family; 4: EOF; 5: done.
-    part: usize,
+    part: Part,
     /// The last target written in the current family.
     after: Option<TargetName>,
+}
+
+/// Which part of the exposition the next page writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The node-wide metrics (one page).
+    NodeWide,
+    /// The per-target family `TARGET_FAMILIES[i]`, a page of targets at a time.
+    Targets(usize),
+    /// The closing `# EOF`.
+    Eof,
+    /// Nothing left.
+    Done,
 }
 
 impl Iterator for Pages {
@@ -112,7 +130,7 @@ impl Iterator for Pages {
     fn next(&mut self) -> Option<String> {
         let mut out = String::new();
         match self.part {
-            0 => {
+            Part::NodeWide => {
                 if prometheus_client::encoding::text::encode_registry(
                     &mut out,
                     &self.metrics.registry,
@@ -121,10 +139,10 @@ impl Iterator for Pages {
                 {
                     out.push_str("# encoding failed\n");
                 }
-                self.part = 1;
+                self.part = Part::Targets(0);
             }
-            family @ 1..=3 => {
-                let (name, help, value) = TARGET_FAMILIES[family - 1];
+            Part::Targets(family) => {
+                let (name, help, value) = TARGET_FAMILIES[family];
                 if self.after.is_none() {
                     let _ = write!(out, "# HELP {name} {help}.\n# TYPE {name} gauge\n");
                 }
@@ -146,15 +164,19 @@ impl Iterator for Pages {
                     Some(name) => self.after = Some(name),
                     None => {
                         self.after = None;
-                        self.part += 1;
+                        self.part = if family + 1 < TARGET_FAMILIES.len() {
+                            Part::Targets(family + 1)
+                        } else {
+                            Part::Eof
+                        };
                     }
                 }
             }
-            4 => {
+            Part::Eof => {
                 out.push_str("# EOF\n");
-                self.part = 5;
+                self.part = Part::Done;
             }
-            _ => return None,
+            Part::Done => return None,
         }
         Some(out)
     }
@@ -174,6 +196,7 @@ pub struct Metrics {
     targets: Family<StatusLabel, Gauge>,
     transitions: Family<ToLabel, Counter>,
     events_dropped: Counter,
+    api_rejected: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -191,6 +214,7 @@ impl Metrics {
             targets: Family::default(),
             transitions: Family::default(),
             events_dropped: Counter::default(),
+            api_rejected: Family::default(),
             registry: Registry::default(),
             target_registry: targets,
         };
@@ -229,6 +253,11 @@ impl Metrics {
             "heck_events_dropped",
             "Events an SSE subscriber missed because it was too slow",
             m.events_dropped.clone(),
+        );
+        registry.register(
+            "heck_api_rejected",
+            "API connections and requests refused to protect the agent",
+            m.api_rejected.clone(),
         );
         // Export zeroes for every result, so rates work from the first scrape.
         drop(m.checks.get_or_create(&ResultLabel { result: "success" }));
@@ -285,11 +314,18 @@ impl Metrics {
         self.events_dropped.inc_by(n);
     }
 
+    /// The API refused a connection or request, for `reason`.
+    pub fn api_rejected(&self, reason: &'static str) {
+        self.api_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
     /// The exposition, a page at a time (what `GET /metrics` streams).
     pub fn pages(self: &Arc<Self>) -> Pages {
         Pages {
             metrics: self.clone(),
-            part: 0,
+            part: Part::NodeWide,
             after: None,
         }
     }

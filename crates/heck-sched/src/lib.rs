@@ -7,7 +7,11 @@
 //!   `scrape/target.go`);
 //! * the grid is the same on every node: a new owner that takes a target over keeps its phase;
 //! * falling behind never causes a burst: a target whose next slot has already passed skips to
-//!   the first slot after `now`, and the skipped slots are counted, not replayed.
+//!   the first slot after `now`, and the skipped slots are counted, not replayed;
+//! * a new target is not left `unknown` for a whole interval: [`Schedule::insert_soon`] checks it
+//!   once within [`FIRST_CHECK_WITHIN`] (spread over that second by its hash, so 100,000 targets
+//!   loaded at once do not all start at the same instant), and the check after it settles on the
+//!   phase grid, at least half an interval later.
 //!
 //! Pure: time is a `Duration` since the Unix epoch, passed in by the caller. The queue is a
 //! `BTreeSet<(due, key)>` (about 100 ns per pop + push at 100,000 keys, see the bench), which also
@@ -15,6 +19,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::time::Duration;
+
+/// A new target's first check happens within this (or within its interval, if shorter).
+pub const FIRST_CHECK_WITHIN: Duration = Duration::from_secs(1);
 
 /// The phase of a target on a grid of `interval`: `key_hash mod interval`, in nanoseconds.
 pub fn phase(key_hash: u64, interval: Duration) -> Duration {
@@ -84,6 +91,23 @@ impl<K: Ord + Hash + Clone> Schedule<K> {
         at
     }
 
+    /// Add (or replace) a new `key`: due once soon, at `now` plus `key_hash mod spread`, where
+    /// `spread` is [`FIRST_CHECK_WITHIN`] or the interval if shorter; its reschedule then moves
+    /// it onto its phase grid. Returns the due time.
+    pub fn insert_soon(
+        &mut self,
+        key: K,
+        key_hash: u64,
+        interval: Duration,
+        now: Duration,
+    ) -> Duration {
+        // The high bits: the low bits pick the phase slot, and the first check should not
+        // always land just before it.
+        let at = now + phase(key_hash.rotate_left(32), FIRST_CHECK_WITHIN.min(interval));
+        self.insert_at(key, at);
+        at
+    }
+
     /// Add (or replace) `key`, due at `at`.
     pub fn insert_at(&mut self, key: K, at: Duration) {
         if let Some(old) = self.due.insert(key.clone(), at) {
@@ -137,10 +161,13 @@ impl<K: Ord + Hash + Clone> Schedule<K> {
         out
     }
 
-    /// Schedule an in-flight `key` again: at the first slot of its grid for `interval` strictly
-    /// after `due` (its previous due time). If that slot is not after `now` (we fell behind by
-    /// more than an interval), skip to the first slot after `now` and count what was skipped.
-    /// The grid of a new interval (fast interval while failing) has its own phase.
+    /// Schedule an in-flight `key` again: at the first slot of its grid for `interval` at least
+    /// half an interval after `due` (its previous due time). For a `due` on the same grid that is
+    /// the next slot; after an off-grid first check ([`insert_soon`](Schedule::insert_soon)) or
+    /// a change of interval it keeps two checks from running back to back. If that slot is not
+    /// after `now` (we fell behind by more than an interval), skip to the first slot after `now`
+    /// and count what was skipped. The grid of a new interval (fast interval while failing) has
+    /// its own phase.
     pub fn reschedule(
         &mut self,
         key: K,
@@ -151,7 +178,7 @@ impl<K: Ord + Hash + Clone> Schedule<K> {
     ) -> Rescheduled {
         let ph = phase(key_hash, interval);
         let tick = Duration::from_nanos(1);
-        let mut next = slot_at_or_after(due + tick, interval, ph);
+        let mut next = slot_at_or_after(due + (interval / 2).max(tick), interval, ph);
         let mut skipped = 0;
         if next <= now {
             let after_now = slot_at_or_after(now + tick, interval, ph);
@@ -247,6 +274,56 @@ mod tests {
     }
 
     #[test]
+    fn a_new_key_is_checked_within_a_second_then_settles_on_its_phase_slot() {
+        let mut sch = Schedule::new();
+        // hash 3 s on a 10 s grid: phase slots at ..., 93, 103, ...; inserted at 95.
+        let hash = 3_000_000_000;
+        let first = sch.insert_soon("a", hash, s(10), s(95));
+        assert!(first >= s(95) && first < s(96), "first check at {first:?}");
+        assert_eq!(sch.pop_due(first, 10), vec![("a", first)]);
+        let r = sch.reschedule("a", hash, first, s(10), first);
+        assert_eq!(r.next_due, s(103), "then on the phase slot");
+        assert_eq!(r.skipped, 0);
+    }
+
+    #[test]
+    fn after_a_first_check_just_before_its_slot_the_next_waits_a_whole_slot() {
+        let mut sch = Schedule::new();
+        // The first check ran at 102.9 s; the phase slot at 103 s is too close (under half an
+        // interval), so the next check is at 113 s.
+        let first = Duration::from_millis(102_900);
+        let r = sch.reschedule("a", 3_000_000_000, first, s(10), first);
+        assert_eq!(r.next_due, s(113));
+    }
+
+    #[test]
+    fn a_new_key_with_a_short_interval_is_checked_within_that_interval() {
+        let mut sch = Schedule::new();
+        let interval = Duration::from_millis(200);
+        for hash in [0, u64::MAX, 0x1234_5678_9abc_def0, 3_000_000_000] {
+            let at = sch.insert_soon(hash, hash, interval, s(50));
+            assert!(at >= s(50) && at < s(50) + interval, "{hash:#x}: {at:?}");
+        }
+    }
+
+    #[test]
+    fn first_checks_of_many_new_keys_spread_over_the_second() {
+        let mut sch = Schedule::new();
+        let now = s(1_000);
+        // 10,000 names hashed as heck-node hashes them, counted in 10 buckets of 100 ms.
+        let mut buckets = [0u32; 10];
+        for i in 0..10_000 {
+            let hash = xxhash_rust::xxh3::xxh3_64(format!("web-{i}").as_bytes());
+            let at = sch.insert_soon(i, hash, s(30), now);
+            assert!(at < now + FIRST_CHECK_WITHIN);
+            buckets[((at - now).as_millis() / 100) as usize] += 1;
+        }
+        for b in buckets {
+            assert!((800..=1_200).contains(&b), "{buckets:?}");
+        }
+    }
+
+    #[test]
     fn insert_replaces_and_remove_forgets() {
         let mut sch = Schedule::new();
         sch.insert_at("a", s(5));
@@ -271,21 +348,16 @@ mod tests {
             prop_assert_eq!(slot.as_nanos() % i.as_nanos(), p.as_nanos());
         }
 
-        /// Flat load: 10,000 keys with xxh3-like mixed hashes on a 10 s grid, counted in 100
-        /// buckets of 100 ms: no bucket holds more than twice its fair share.
+        /// Flat load: 10,000 names hashed with xxh3 (as heck-node hashes them, under any seed)
+        /// on a 10 s grid, counted in 100 buckets of 100 ms: no bucket holds more than twice its
+        /// fair share.
         #[test]
         fn phases_spread_load_evenly(seed in any::<u64>()) {
             let i = Duration::from_secs(10);
             let mut buckets = [0u32; 100];
-            let mut x = seed | 1;
-            for _ in 0..10_000 {
-                // splitmix64: a well-mixed stand-in for xxh3 of distinct names.
-                x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = x;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                let p = phase(z, i);
+            for n in 0..10_000 {
+                let hash = xxhash_rust::xxh3::xxh3_64_with_seed(format!("t-{n:05}").as_bytes(), seed);
+                let p = phase(hash, i);
                 buckets[(p.as_millis() / 100) as usize] += 1;
             }
             let max = *buckets.iter().max().unwrap_or(&0);

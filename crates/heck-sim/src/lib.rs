@@ -119,14 +119,17 @@ pub struct NetStats {
     pub bytes: u64,
 }
 
-/// splitmix64: small, fast, and the same on every platform.
+/// splitmix64 (Steele, Lea, Flood 2014): small, fast, and the same on every platform. The one
+/// deterministic generator of the pure cores: the simulator, SWIM's probe order and jitter, the
+/// CRDT's peer choice. Callers seed it from the randomness they were given, so a run replays
+/// from its seed.
 #[derive(Debug, Clone)]
-pub struct Rng(u64);
+pub struct SplitMix64(u64);
 
-impl Rng {
+impl SplitMix64 {
     /// Seeded.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
     }
 
     /// Next 64 random bits.
@@ -165,7 +168,7 @@ pub struct Sim<P: Process> {
     restarts: Vec<u32>,
     group: Vec<usize>,
     factory: Factory<P>,
-    rng: Rng,
+    rng: SplitMix64,
     net: Net,
     tick: Duration,
     stats: NetStats,
@@ -202,7 +205,7 @@ impl<P: Process> Sim<P> {
             restarts: vec![0; n],
             group: vec![0; n],
             factory: Box::new(factory),
-            rng: Rng::new(seed),
+            rng: SplitMix64::new(seed),
             net,
             tick,
             stats: NetStats::default(),

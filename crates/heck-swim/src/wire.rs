@@ -140,4 +140,88 @@ impl Keyring {
             .ok_or(WireError::Unauthenticated)?;
         postcard::from_bytes(&plain).map_err(|e| WireError::Malformed(e.to_string()))
     }
+
+    /// The associated data of a frame sealed for `domain`:
+    /// `version ‖ 0xFF ‖ len(domain) as u16 BE ‖ domain ‖ cluster name`.
+    /// A packet's associated data is `version ‖ cluster name`, whose second byte (if any) is
+    /// UTF-8 and so never 0xFF: no packet opens as a frame and no frame as a packet, and the
+    /// length prefix keeps two domains from sharing associated data.
+    fn frame_aad(&self, domain: &[u8]) -> Result<Vec<u8>, WireError> {
+        let len = u16::try_from(domain.len())
+            .map_err(|_| WireError::Malformed(format!("domain of {} bytes", domain.len())))?;
+        let mut aad = Vec::with_capacity(4 + domain.len() + self.cluster.len());
+        aad.push(VERSION);
+        aad.push(0xFF);
+        aad.extend_from_slice(&len.to_be_bytes());
+        aad.extend_from_slice(domain);
+        aad.extend_from_slice(&self.cluster);
+        Ok(aad)
+    }
+
+    /// Encrypt raw bytes with the primary key and `nonce` (24 fresh random bytes), binding
+    /// `domain` (what the bytes are, e.g. one direction of one stream connection) and the
+    /// cluster name into the associated data. The result is laid out like a packet
+    /// (`[version][nonce][ciphertext + tag]`, [`OVERHEAD`] bytes more than `plain`) but has no
+    /// size cap: the caller frames and caps it.
+    pub fn seal_frame(
+        &self,
+        domain: &[u8],
+        plain: &[u8],
+        nonce: [u8; 24],
+    ) -> Result<Vec<u8>, WireError> {
+        let key = self.keys.first().ok_or(WireError::NoKey)?;
+        let aad = self.frame_aad(domain)?;
+        let ct = key
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| WireError::Malformed("encryption failed".into()))?;
+        let mut out = Vec::with_capacity(OVERHEAD + plain.len());
+        out.push(VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// Decrypt bytes sealed by [`seal_frame`](Self::seal_frame) for the same `domain`, with any
+    /// key of the ring. Longer than `max` bytes is refused before any work.
+    pub fn open_frame(
+        &self,
+        domain: &[u8],
+        bytes: &[u8],
+        max: usize,
+    ) -> Result<Vec<u8>, WireError> {
+        if bytes.len() > max {
+            return Err(WireError::Malformed(format!(
+                "frame of {} bytes exceeds {max}",
+                bytes.len()
+            )));
+        }
+        if bytes.len() < OVERHEAD {
+            return Err(WireError::Truncated);
+        }
+        if bytes[0] != VERSION {
+            return Err(WireError::Version(bytes[0]));
+        }
+        let mut nonce = [0u8; 24];
+        nonce.copy_from_slice(&bytes[1..25]);
+        let aad = self.frame_aad(domain)?;
+        self.keys
+            .iter()
+            .find_map(|k| {
+                k.decrypt(
+                    &XNonce::from(nonce),
+                    Payload {
+                        msg: &bytes[25..],
+                        aad: &aad,
+                    },
+                )
+                .ok()
+            })
+            .ok_or(WireError::Unauthenticated)
+    }
 }

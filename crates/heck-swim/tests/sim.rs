@@ -67,10 +67,12 @@ fn ten_percent_loss_for_two_minutes_kills_nobody() {
     sim.run_until(secs(120));
     for m in sim.nodes().iter().flatten() {
         assert!(
-            m.downs.is_empty(),
-            "{} saw {:?} die",
+            m.downs.is_empty() && m.down_notifications == 0,
+            "{} saw {:?} die ({} down notifications, {} refuted)",
             m.swim.me().name,
-            m.downs
+            m.downs,
+            m.down_notifications,
+            m.refuted_downs
         );
         assert_eq!(m.swim.live().count(), n - 1);
     }
@@ -129,4 +131,70 @@ fn a_restarted_member_rejoins_and_a_partition_heals() {
         healed.is_some(),
         "everyone alive to everyone again after the heal"
     );
+}
+
+/// Review S1 in the simulator: a member dies in a cluster of 11 that grows to 40 while it is
+/// suspected; it must still be declared dead by every original member.
+#[test]
+fn a_member_killed_while_the_cluster_grows_from_11_to_40_is_declared_dead() {
+    let n = 40;
+    let mut sim = cluster(n, Config::fast(), 0.0, 13);
+    for i in 11..n {
+        sim.at(Duration::ZERO, Fault::Crash(i));
+    }
+    let formed = sim.run_until_true(secs(30), |s| {
+        s.nodes()
+            .iter()
+            .flatten()
+            .all(|m| m.swim.live().count() == 10)
+    });
+    assert!(formed.is_some(), "the first 11 formed a cluster");
+    let t = sim.now();
+    sim.at(t + secs(1), Fault::Crash(5));
+    let suspected = sim.run_until_true(t + secs(30), |s| {
+        s.nodes().iter().flatten().any(|m| {
+            m.swim
+                .members()
+                .any(|x| x.name == "node-5" && x.state == State::Suspect)
+        })
+    });
+    let t = suspected.expect("someone suspects node-5");
+    for i in 11..n {
+        sim.at(t, Fault::Restart(i));
+    }
+    let dead_everywhere = sim.run_until_true(t + secs(120), |s| {
+        s.nodes()[..11]
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 5)
+            .all(|(_, m)| m.as_ref().is_some_and(|m| m.downs.contains_key("node-5")))
+    });
+    assert!(
+        dead_everywhere.is_some(),
+        "every original member declared node-5 dead"
+    );
+}
+
+/// Review S4: no packet over the byte budget, in a cluster of 60 that formed by joining through
+/// one seed while payloads were being broadcast.
+#[test]
+fn in_a_cluster_of_60_no_packet_exceeds_the_byte_budget() {
+    let n = 60;
+    let mut sim = cluster(n, Config::fast(), 0.0, 17);
+    for i in 0..10 {
+        if let Some(m) = sim.node_mut(i) {
+            for j in 0..3u8 {
+                m.swim.broadcast_payload(vec![j; 1000]).unwrap();
+            }
+        }
+    }
+    let formed = sim.run_until_true(secs(60), |s| everyone_knows_everyone(s, n));
+    assert!(formed.is_some(), "cluster formed");
+    for (i, m) in sim.nodes().iter().enumerate() {
+        let m = m.as_ref().unwrap();
+        assert!(m.max_packet_bytes <= 1400, "{}", m.max_packet_bytes);
+        if i < 10 {
+            assert!(m.max_packet_bytes > 1000, "its payloads did ride");
+        }
+    }
 }

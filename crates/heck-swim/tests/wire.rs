@@ -7,7 +7,11 @@ fn pkt() -> Packet<u16> {
     Packet {
         from: "a".into(),
         from_addr: 7,
-        body: Body::Ping { seq: 3 },
+        sent_at_ms: 1_767_225_600_000,
+        body: Body::Ping {
+            seq: 3,
+            target: "b".into(),
+        },
         updates: vec![],
         payloads: vec![b"x".to_vec()],
     }

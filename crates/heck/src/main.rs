@@ -4,6 +4,7 @@
 //! Exit codes: 0 success; 1 error (bad config or input, failed check, agent answered an error);
 //! 2 usage error (from clap); 3 the agent could not be reached.
 use std::future::Future;
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -50,9 +51,45 @@ pub(crate) fn block_on<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow:
         .block_on(f)
 }
 
+/// Did `err` come from writing to a closed pipe (`heck status | head -1`)?
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        let kind = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => Some(io.kind()),
+            // `serde_json::to_writer` wraps the write error in its own.
+            None => e
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind),
+        };
+        kind == Some(std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// A reader that closes our stdout early (`| head`) has all it wants: end quietly with 0, as Unix
+/// tools do. The commands that print a lot write through `writeln!` and return the error; this
+/// hook covers every other `println!`, which panics on a closed stdout (Rust ignores SIGPIPE).
+fn exit_quietly_on_a_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_quietly_on_a_closed_stdout();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
+        // Colour codes only for a terminal: in a file or a journal they are noise.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HECK_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -76,6 +113,7 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("heck: error: {err:#}");
             if err.downcast_ref::<client::Unreachable>().is_some() {

@@ -1,7 +1,9 @@
 //! Three `heck kv` processes on loopback: concurrent puts become siblings everywhere, a later
 //! put supersedes them everywhere, and a replica killed with SIGKILL and restarted catches up.
+//! A replica with another key is never accepted.
 #![allow(clippy::unwrap_used)]
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -14,26 +16,79 @@ struct Replica {
     gossip: SocketAddr,
     http: SocketAddr,
     peers: Vec<SocketAddr>,
+    key: PathBuf,
+    /// Bind the gossip socket to 0.0.0.0 (and advertise `gossip`).
+    unspecified: bool,
     child: Option<Child>,
+}
+
+/// A directory removed at the end of the test, holding key files.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(test: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("heck-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    /// A key file whose one key is 32 bytes of `byte`.
+    fn key(&self, name: &str, byte: u8) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, format!("{}\n", format!("{byte:02x}").repeat(32))).unwrap();
+        path
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn replicas(n: usize, key: &Path) -> Vec<Replica> {
+    let p = common::free_ports(2 * n);
+    let gossip: Vec<SocketAddr> = (0..n).map(|i| common::local(p[i])).collect();
+    (0..n)
+        .map(|i| Replica {
+            name: format!("kv{i}"),
+            gossip: gossip[i],
+            http: common::local(p[n + i]),
+            peers: gossip.iter().copied().filter(|g| *g != gossip[i]).collect(),
+            key: key.to_path_buf(),
+            unspecified: false,
+            child: None,
+        })
+        .collect()
 }
 
 impl Replica {
     fn start(&mut self) {
+        let listen = if self.unspecified {
+            format!("0.0.0.0:{}", self.gossip.port())
+        } else {
+            self.gossip.to_string()
+        };
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_heck"));
         cmd.args([
             "kv",
             "--name",
             &self.name,
             "--listen",
-            &self.gossip.to_string(),
+            &listen,
             "--http",
             &self.http.to_string(),
         ])
         .args(["--gossip-interval", "50ms"])
+        .arg("--encrypt-key-file")
+        .arg(&self.key)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
         for p in &self.peers {
             cmd.args(["--peer", &p.to_string()]);
+        }
+        if self.unspecified {
+            cmd.args(["--advertise-addr", &self.gossip.to_string()]);
         }
         self.child = Some(cmd.spawn().unwrap());
         let up = wait_for(Duration::from_secs(10), || {
@@ -64,6 +119,13 @@ impl Replica {
         out
     }
 
+    /// `GET /kv` as JSON.
+    fn dump(&self) -> serde_json::Value {
+        let (status, body) = common::get(self.http, "/kv");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
     fn put(&self, key: &str, value: &str) {
         assert_eq!(
             common::http(self.http, "PUT", &format!("/kv/{key}"), Some(value), None).0,
@@ -80,18 +142,8 @@ impl Drop for Replica {
 
 #[test]
 fn three_replicas_keep_siblings_supersede_them_and_catch_up_after_a_kill() {
-    let p = common::free_ports(6);
-    let addr = common::local;
-    let gossip = [addr(p[0]), addr(p[1]), addr(p[2])];
-    let mut reps: Vec<Replica> = (0..3)
-        .map(|i| Replica {
-            name: format!("kv{i}"),
-            gossip: gossip[i],
-            http: addr(p[3 + i]),
-            peers: gossip.iter().copied().filter(|g| *g != gossip[i]).collect(),
-            child: None,
-        })
-        .collect();
+    let dir = Dir::new("kv-cluster");
+    let mut reps = replicas(3, &dir.key("key", 0x42));
     for r in &mut reps {
         r.start();
     }
@@ -166,4 +218,85 @@ fn three_replicas_keep_siblings_supersede_them_and_catch_up_after_a_kill() {
         vv(&reps[0])
     );
     assert!(vv(&reps[0]).as_object().unwrap().len() >= 3);
+}
+
+#[test]
+fn a_replica_with_another_key_is_not_accepted() {
+    let dir = Dir::new("kv-wrong-key");
+    let mut reps = replicas(3, &dir.key("key", 0x42));
+    reps[2].key = dir.key("wrong", 0x24);
+    for r in &mut reps {
+        r.start();
+    }
+    // The impostor dials both others (and they dial it): every handshake fails.
+    assert!(
+        common::wait_for(Duration::from_secs(10), || {
+            reps[0].dump()["stream"]["rejected"]["unauthenticated"]
+                .as_u64()
+                .unwrap()
+                > 0
+        })
+        .is_some(),
+        "kv0 refused the impostor: {}",
+        reps[0].dump()
+    );
+    reps[2].put("from-impostor", "x");
+    reps[1].put("from-friend", "y");
+    assert!(
+        wait_for(Duration::from_secs(10), || reps[0].values("from-friend")
+            == ["y"])
+        .is_some(),
+        "the two with the key replicate"
+    );
+    // Give the impostor's write the time the friend's took, and then some.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(reps[0].values("from-impostor").is_empty());
+    assert!(reps[1].values("from-impostor").is_empty());
+    let peers = reps[0].dump()["peers"].clone();
+    assert_eq!(peers.as_object().unwrap().len(), 1, "only kv1: {peers}");
+    assert!(peers.get("kv1").is_some(), "{peers}");
+    let impostor_peers = reps[2].dump()["peers"].clone();
+    assert_eq!(
+        impostor_peers.as_object().unwrap().len(),
+        0,
+        "{impostor_peers}"
+    );
+}
+
+#[test]
+fn replicas_bound_to_the_unspecified_address_are_acknowledged_and_collect_their_buffers() {
+    // Review K3: when the listen address was the identity, a replica bound to 0.0.0.0 was
+    // named 0.0.0.0:port by its peers, their acks never matched, and no delta was ever
+    // collected. Now the name is the handshake's and the address the advertised one.
+    let dir = Dir::new("kv-unspecified");
+    let mut reps = replicas(2, &dir.key("key", 0x42));
+    for r in &mut reps {
+        r.unspecified = true;
+        r.start();
+    }
+    // Once kv0 has a peer, a write stays buffered until every peer has acknowledged it.
+    assert!(
+        wait_for(Duration::from_secs(10), || !reps[0].dump()["peers"]["kv1"]
+            .is_null())
+        .is_some()
+    );
+    reps[0].put("k", "v");
+    assert!(
+        wait_for(Duration::from_secs(10), || reps[1].values("k") == ["v"]).is_some(),
+        "replicated"
+    );
+    assert!(
+        wait_for(
+            Duration::from_secs(10),
+            || reps[0].dump()["buffered_deltas"] == 0
+        )
+        .is_some(),
+        "kv1's ack reached kv0, which dropped the acknowledged delta: {}",
+        reps[0].dump()
+    );
+    assert_eq!(
+        reps[0].dump()["peers"]["kv1"],
+        reps[1].gossip.to_string(),
+        "kv1 is known at its advertised address"
+    );
 }

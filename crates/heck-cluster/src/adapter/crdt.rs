@@ -1,10 +1,9 @@
 //! heck-crdt: the replicated map and its anti-entropy, keyed by peer *incarnation*.
 //!
-//! Peers are `(name, replica id)`, not names: a restarted node is a new peer. That keeps the
-//! replica's "never send a group back to where it came from" from skipping what the old
-//! incarnation sent (review C1), at the cost of old incarnations staying in the peer set (today's
-//! `Replica` has no `remove_peer`, review C2): the cluster never routes a message to them, and
-//! their unacknowledged groups are bounded by `max_buffer`.
+//! Peers are `(name, replica id)`, not names: a restarted node is a new peer, and the cluster
+//! routes messages only to a name's current incarnation. An incarnation that is replaced, or
+//! whose member is declared dead or left, is removed from the replica (`remove_peer`, review
+//! C2), so it no longer holds back the buffer's garbage collection.
 use std::collections::{BTreeMap, HashSet};
 
 use heck_crdt::{Delta, Dot, Message, ORMap, Replica, ReplicaId};
@@ -68,6 +67,17 @@ impl Store {
         self.replica.add_peer(peer);
     }
 
+    /// Stop exchanging with `peer` (replaced by a newer incarnation, or gone): it no longer
+    /// holds back garbage collection. Returns whether it was a peer.
+    pub fn remove_peer(&mut self, peer: &Peer) -> bool {
+        self.replica.remove_peer(peer)
+    }
+
+    /// How many peers the replica exchanges with.
+    pub fn peers(&self) -> usize {
+        self.replica.peers().count()
+    }
+
     /// Write `value` at `key` (superseding every sibling seen here).
     pub fn write(&mut self, key: Key, value: Value) {
         self.replica.write(key, value);
@@ -96,8 +106,10 @@ impl Store {
 
     /// A message from `from`: apply it, and say which keys it may have changed.
     pub fn handle(&mut self, from: Peer, mut msg: Message<Key, Value>) -> (Outgoing, Changed) {
+        // An invalid delta goes to the replica as it came, to be refused and counted there.
         if let heck_crdt::Body::Delta { delta, .. } = &mut msg.body
             && !delta.ctx.vv().is_empty()
+            && delta.validate().is_ok()
             && let Some(thin) = thin_full_state(self.replica.map(), delta)
         {
             // Anything may change: say so before the thin delta hides that it was a full state.

@@ -1,7 +1,10 @@
 //! heck-swim: membership. Turns SWIM's effects into the cluster's vocabulary.
 use std::time::Duration;
 
-use heck_swim::{Effect, Notification, Packet, State, Swim, Timer};
+use heck_swim::{
+    ConfigError, Effect, Notification, Now, Packet, PushPullState, State, Swim, Timer,
+};
+use serde::Serialize;
 
 use crate::name::NodeName;
 
@@ -10,6 +13,9 @@ use crate::name::NodeName;
 pub enum Event<A> {
     /// Send a SWIM packet.
     Send(A, Packet<A>),
+    /// Exchange full member lists with the member at `A` over the stream transport
+    /// (`join`: part of joining, to a seed).
+    PushPull(A, bool),
     /// Deliver this SWIM timer later.
     Schedule(Duration, Timer),
     /// `name` is live (alive or suspect: a suspect still checks).
@@ -18,6 +24,9 @@ pub enum Event<A> {
     Suspect(NodeName),
     /// `name` is dead or left: no longer an owner.
     Gone(NodeName),
+    /// Packets from `from` are dropped: its clock and ours disagree by `skew_ms` (ours − its)
+    /// beyond the replay window. Reported once per sender, for a log line.
+    ClockSkew(String, i64),
 }
 
 /// The SWIM state machine, seen through [`Event`]s.
@@ -26,42 +35,55 @@ pub struct Membership<A> {
     swim: Swim<A>,
 }
 
-impl<A: Clone + PartialEq> Membership<A> {
-    /// Member `name` at `addr`.
+impl<A: Clone + PartialEq + Serialize> Membership<A> {
+    /// Member `name` at `addr`; refuses a `config` heck-swim refuses.
     pub fn new(
         name: &NodeName,
         addr: A,
         incarnation: u64,
         config: heck_swim::Config,
         seed: u64,
-    ) -> Self {
-        Membership {
-            swim: Swim::new(name.as_str(), addr, incarnation, config, seed),
-        }
+    ) -> Result<Self, ConfigError> {
+        Ok(Membership {
+            swim: Swim::new(name.as_str(), addr, incarnation, config, seed)?,
+        })
     }
 
     /// Announce to `seeds`, start the timers.
-    pub fn start(&mut self, seeds: Vec<A>) -> Vec<Event<A>> {
-        let fx = self.swim.start(seeds);
-        convert(fx)
+    pub fn start(&mut self, now: Now, seeds: Vec<A>) -> Vec<Event<A>> {
+        convert(self.swim.start(now, seeds))
     }
 
-    /// A packet arrived.
-    pub fn handle_packet(&mut self, now: Duration, from: A, p: Packet<A>) -> Vec<Event<A>> {
-        let fx = self.swim.handle_packet(now, from, p);
-        convert(fx)
+    /// A packet arrived (opened and authenticated by the driver; replies go to its sealed
+    /// sender address, never to the datagram's source).
+    pub fn handle_packet(&mut self, now: Now, p: Packet<A>) -> Vec<Event<A>> {
+        convert(self.swim.handle_packet(now, p))
     }
 
     /// A timer fired.
-    pub fn handle_timer(&mut self, now: Duration, t: Timer) -> Vec<Event<A>> {
-        let fx = self.swim.handle_timer(now, t);
-        convert(fx)
+    pub fn handle_timer(&mut self, now: Now, t: Timer) -> Vec<Event<A>> {
+        convert(self.swim.handle_timer(now, t))
+    }
+
+    /// Everything this member knows, itself included: what a push-pull sends, and what it
+    /// answers a peer's push-pull with (taken *before* merging the peer's state).
+    pub fn local_state(&self) -> PushPullState<A> {
+        self.swim.local_state()
+    }
+
+    /// A push-pull peer's state arrived (its request, or its reply to ours).
+    pub fn handle_push_pull(
+        &mut self,
+        now: Now,
+        remote: PushPullState<A>,
+        join: bool,
+    ) -> Vec<Event<A>> {
+        convert(self.swim.handle_push_pull(now, remote, join))
     }
 
     /// Leave gracefully.
-    pub fn leave(&mut self) -> Vec<Event<A>> {
-        let fx = self.swim.leave();
-        convert(fx)
+    pub fn leave(&mut self, now: Now) -> Vec<Event<A>> {
+        convert(self.swim.leave(now))
     }
 
     /// The address of a live member.
@@ -90,11 +112,15 @@ fn convert<A>(fx: Vec<Effect<A>>) -> Vec<Event<A>> {
     fx.into_iter()
         .filter_map(|e| match e {
             Effect::Send { to, packet } => Some(Event::Send(to, packet)),
+            Effect::PushPull { to, join } => Some(Event::PushPull(to, join)),
             Effect::Schedule { after, timer } => Some(Event::Schedule(after, timer)),
             Effect::Notify(Notification::Up(n)) => name(n).map(Event::Live),
             Effect::Notify(Notification::Suspect(n)) => name(n).map(Event::Suspect),
             Effect::Notify(Notification::Down(n) | Notification::Left(n)) => {
                 name(n).map(Event::Gone)
+            }
+            Effect::Notify(Notification::ClockSkew { from, skew_ms }) => {
+                Some(Event::ClockSkew(from, skew_ms))
             }
             // The cluster does not use SWIM's payload channel: deltas need an addressed,
             // acknowledged transport (review S2).

@@ -7,12 +7,19 @@
 //!  tick(now) ─> start (once) ─> due timers ─> Cluster::handle_timer
 //!            ─> due checks ─> truth.up(target, now) ─> CheckState::observe ─> Cluster::handle_check
 //!  message  ─> Msg::Swim ─> Cluster::handle_swim     Msg::Sync ─> Cluster::handle_sync
-//!  effects  ─> Swim/Sync: send;  Schedule: timer heap;  Own/Disown: check schedule;
+//!           ─> Msg::PushPull ─> (a request: reply with push_pull_state first) handle_push_pull
+//!  effects  ─> Swim/Sync: send;  PushPull: send push_pull_state as a request;
+//!              Schedule: timer heap;  Own/Disown: check schedule;
 //!              Changed: remember when this node's answer changed (for visibility times)
 //! ```
 //!
-//! Time: the simulator's clock is used as "time since the Unix epoch", so phase slots and
-//! `observed_at` are simulated wall-clock instants.
+//! Time: the simulator's clock is both of [`Now`]'s clocks ([`at`]): time since the driver
+//! started and "time since the Unix epoch", so phase slots and `observed_at` are simulated
+//! wall-clock instants and every node's wall clock agrees.
+//!
+//! Push-pull travels over the simulated network as two messages (request, then reply), subject
+//! to the same loss and partitions as datagrams: a pessimistic model of the agent's stream, as
+//! in heck-swim's own simulator driver.
 pub mod invariants;
 
 use std::cmp::Reverse;
@@ -22,7 +29,7 @@ use std::time::{Duration, SystemTime};
 
 use heck_check::{CheckState, Defaults, Status, TargetInput, TargetName, TargetSpec};
 use heck_sim::{NodeId, Outbox, Process};
-use heck_swim::Packet;
+use heck_swim::{Now, Packet, PushPullState};
 
 use crate::adapter::check::key_hash;
 use crate::cluster::{Cluster, Config, Effect, Identity, SyncMsg, Timer, encode};
@@ -35,6 +42,23 @@ pub enum Msg {
     Swim(Packet<NodeId>),
     /// A sync message (the stream transport in the agent).
     Sync(SyncMsg),
+    /// One side of a SWIM push-pull exchange (the stream transport in the agent).
+    PushPull {
+        /// The sender's member list.
+        state: PushPullState<NodeId>,
+        /// Part of a join.
+        join: bool,
+        /// The answer to a request (not to be answered again).
+        reply: bool,
+    },
+}
+
+/// Both clocks at simulated time `now`.
+pub fn at(now: Duration) -> Now {
+    Now {
+        mono: now,
+        wall: now,
+    }
 }
 
 /// What each target really is, over time: up unless scripted otherwise.
@@ -148,7 +172,8 @@ impl SimNode {
             // A restarted node is newer than anything its previous life said.
             incarnation: u64::from(restarts) << 32,
             // Random, as review C4 suggests for the agent: epochs need only differ.
-            epoch: heck_sim::Rng::new(seed ^ ((id as u64) << 32) ^ u64::from(restarts)).next_u64(),
+            epoch: heck_sim::SplitMix64::new(seed ^ ((id as u64) << 32) ^ u64::from(restarts))
+                .next_u64(),
             seed: seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(restarts),
         };
         let cluster = match Cluster::new(config, identity, targets) {
@@ -187,6 +212,14 @@ impl SimNode {
             match e {
                 Effect::Swim { to, packet } => out.send(to, Msg::Swim(packet)),
                 Effect::Sync { to, msg } => out.send(to, Msg::Sync(msg)),
+                Effect::PushPull { to, join } => out.send(
+                    to,
+                    Msg::PushPull {
+                        state: self.cluster.push_pull_state(),
+                        join,
+                        reply: false,
+                    },
+                ),
                 Effect::Schedule { after, timer } => {
                     self.seq += 1;
                     self.timers.push(Reverse((now + after, self.seq, timer)));
@@ -209,7 +242,8 @@ impl SimNode {
                 }
                 Effect::TargetUpdated { .. }
                 | Effect::TargetRemoved { .. }
-                | Effect::Member { .. } => {}
+                | Effect::Member { .. }
+                | Effect::ClockSkew { .. } => {}
             }
         }
     }
@@ -227,7 +261,7 @@ impl SimNode {
             state.observe(up, SystemTime::UNIX_EPOCH + now, thresholds);
             let (state, failing) = (state.clone(), state.is_failing());
             self.check_log.push((now, target.clone()));
-            let fx = self.cluster.handle_check(now, &target, &state);
+            let fx = self.cluster.handle_check(at(now), &target, &state);
             self.run(now, fx, out);
             if self.checks.contains_key(&target) {
                 let interval = spec.next_interval(failing);
@@ -243,8 +277,23 @@ impl Process for SimNode {
 
     fn on_message(&mut self, now: Duration, from: NodeId, msg: Msg, out: &mut Outbox<Msg>) {
         let fx = match msg {
-            Msg::Swim(p) => self.cluster.handle_swim(now, from, p),
-            Msg::Sync(m) => self.cluster.handle_sync(now, m),
+            Msg::Swim(p) => self.cluster.handle_swim(at(now), p),
+            Msg::Sync(m) => self.cluster.handle_sync(at(now), m),
+            Msg::PushPull { state, join, reply } => {
+                if !reply {
+                    // Answer with our list as it was before the merge, as the agent does.
+                    let mine = self.cluster.push_pull_state();
+                    out.send(
+                        from,
+                        Msg::PushPull {
+                            state: mine,
+                            join,
+                            reply: true,
+                        },
+                    );
+                }
+                self.cluster.handle_push_pull(at(now), state, join)
+            }
         };
         self.run(now, fx, out);
     }
@@ -252,19 +301,19 @@ impl Process for SimNode {
     fn on_tick(&mut self, now: Duration, _random: u64, out: &mut Outbox<Msg>) {
         if !self.started {
             self.started = true;
-            let fx = self.cluster.start(now, self.seeds.clone());
+            let fx = self.cluster.start(at(now), self.seeds.clone());
             self.run(now, fx, out);
         }
         let pending = std::mem::take(&mut self.pending);
         self.run(now, pending, out);
-        while let Some(Reverse((at, _, _))) = self.timers.peek() {
-            if *at > now {
+        while let Some(Reverse((due, _, _))) = self.timers.peek() {
+            if *due > now {
                 break;
             }
             let Some(Reverse((_, _, timer))) = self.timers.pop() else {
                 break;
             };
-            let fx = self.cluster.handle_timer(now, timer);
+            let fx = self.cluster.handle_timer(at(now), timer);
             self.run(now, fx, out);
         }
         self.check_due(now, out);
@@ -277,6 +326,9 @@ impl Process for SimNode {
             }
             // A length prefix and an AEAD tag and nonce on the stream, roughly.
             Msg::Sync(m) => encode(m).len() + 4 + 40,
+            Msg::PushPull { state, .. } => {
+                postcard::to_allocvec(state).map_or(0, |v| v.len()) + 4 + 40
+            }
         }
     }
 }

@@ -1,10 +1,12 @@
 //! `heck agent`: run the checker (version 1: one process checks every target).
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use heck_node::{DEFAULT_API_ADDR, DEFAULT_MAX_IN_FLIGHT, NodeConfig};
+use heck_node::{
+    ApiLimits, DEFAULT_API_ADDR, DEFAULT_MAX_IN_FLIGHT, MAX_CHECK_THREADS, NodeConfig,
+};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
@@ -15,29 +17,43 @@ pub struct Args {
     /// API address; overrides `[agent] api_addr`. Default 127.0.0.1:7070.
     #[arg(long)]
     api_addr: Option<SocketAddr>,
-    /// Require `Authorization: Bearer TOKEN` on write endpoints (POST/DELETE).
+    /// Require `Authorization: Bearer TOKEN` on write endpoints (POST/DELETE). An empty token is
+    /// refused (leave the flag and HECK_API_TOKEN unset to run without one).
     #[arg(long, env = "HECK_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
     /// Most checks running at once (1..=16384); overrides `[agent] max_in_flight`. Default 4096.
     #[arg(long)]
     max_in_flight: Option<usize>,
     /// Threads that run checks, each owning the targets whose name hashes to it (0: one per
-    /// core). One thread is cheapest per check; add threads when lag grows.
-    #[arg(long, default_value_t = 0)]
-    check_threads: usize,
-    /// Join a cluster: gossip (SWIM, UDP) on this address. Without it the agent runs alone.
+    /// core; at most 256). One thread is cheapest per check; add threads when lag grows.
+    #[arg(
+        long,
+        default_value_t = 0,
+        value_parser = clap::value_parser!(u16).range(0..=MAX_CHECK_THREADS as i64),
+    )]
+    check_threads: u16,
+    /// Join a cluster: gossip (SWIM over UDP, the stream transport over TCP) bound to this
+    /// address and port. Without it the agent runs alone.
     #[arg(long)]
     gossip_addr: Option<SocketAddr>,
-    /// This node's stable name in the cluster (default: the gossip address).
+    /// The address other members reach this one at (default: --gossip-addr, which must then
+    /// be a specific address, not 0.0.0.0 or ::).
+    #[arg(long)]
+    advertise_addr: Option<SocketAddr>,
+    /// This node's stable name in the cluster (default: the advertised address).
     #[arg(long)]
     node_name: Option<String>,
     /// A member's gossip address to join through (repeatable; retried until it answers).
     #[arg(long = "join")]
     join: Vec<SocketAddr>,
     /// Key ring for gossip: one 64-hex-digit key per line, the first encrypts, all decrypt.
-    /// Without it a fixed, public key is used: authenticated, not secret.
+    /// Required with --gossip-addr unless --insecure-default-key.
     #[arg(long)]
     encrypt_key_file: Option<PathBuf>,
+    /// Use heck's built-in key instead of a key file. That key is public: anyone with heck
+    /// can join the cluster and read its gossip. For tests and demos only.
+    #[arg(long)]
+    insecure_default_key: bool,
     /// Cluster name, bound into every packet (a packet of another cluster is rejected).
     #[arg(long, default_value = "heck")]
     cluster: String,
@@ -47,6 +63,12 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.api_token.as_deref() == Some("") {
+        anyhow::bail!(
+            "--api-token (or HECK_API_TOKEN) is empty: that would not protect anything. Give a \
+             token, or unset both to run without authentication"
+        );
+    }
     let config = heck_config::load(&args.config)?;
     let max_in_flight = args
         .max_in_flight
@@ -64,39 +86,50 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let membership = match args.gossip_addr {
         None => {
-            if !args.join.is_empty() || args.node_name.is_some() {
-                anyhow::bail!("--join and --node-name need --gossip-addr");
+            if !args.join.is_empty()
+                || args.node_name.is_some()
+                || args.advertise_addr.is_some()
+                || args.encrypt_key_file.is_some()
+                || args.insecure_default_key
+            {
+                anyhow::bail!(
+                    "--join, --node-name, --advertise-addr and the key flags need --gossip-addr"
+                );
             }
             None
         }
         Some(gossip_addr) => {
-            let keys = match &args.encrypt_key_file {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("{}: cannot read key file", path.display()))?;
-                    heck_node::membership::parse_keys(&text)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-                }
-                None => vec![heck_node::membership::DEFAULT_KEY],
-            };
+            let advertise_addr = heck_stream::advertise_addr(gossip_addr, args.advertise_addr)
+                .map_err(|e| anyhow::anyhow!("--gossip-addr: {e}"))?;
+            let keyring = keyring(
+                args.encrypt_key_file.as_deref(),
+                args.insecure_default_key,
+                &args.cluster,
+            )?;
+            let node_name = args.node_name.unwrap_or_else(|| advertise_addr.to_string());
+            if node_name.is_empty() || node_name.len() > heck_stream::MAX_NAME {
+                anyhow::bail!("--node-name must have 1..={} bytes", heck_stream::MAX_NAME);
+            }
             Some(heck_node::membership::MembershipConfig {
-                node_name: args.node_name.unwrap_or_else(|| gossip_addr.to_string()),
+                node_name,
                 gossip_addr,
+                advertise_addr,
                 join: args.join,
                 swim: if args.gossip_profile == "fast" {
                     heck_swim::Config::fast()
                 } else {
                     heck_swim::Config::lan()
                 },
-                keyring: heck_swim::Keyring::new(&args.cluster, &keys),
+                keyring,
             })
         }
     };
     let node = NodeConfig {
         api_addr,
         api_token: args.api_token,
+        api: ApiLimits::default(),
         max_in_flight,
-        check_threads: args.check_threads,
+        check_threads: usize::from(args.check_threads),
         defaults: config.defaults,
         targets: config.targets,
         membership,
@@ -117,6 +150,33 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         heck_node::run(node, shutdown, Some(ready_tx)).await
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The key ring for gossip and the stream transport: the keys of `key_file`, or heck's public
+/// built-in key when `insecure` says so explicitly. Shared by `heck agent` and `heck kv`.
+pub fn keyring(
+    key_file: Option<&Path>,
+    insecure: bool,
+    cluster: &str,
+) -> anyhow::Result<heck_swim::Keyring> {
+    let keys = match (key_file, insecure) {
+        (Some(_), true) => {
+            anyhow::bail!("--encrypt-key-file and --insecure-default-key exclude each other")
+        }
+        (Some(path), false) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("{}: cannot read key file", path.display()))?;
+            heck_node::membership::parse_keys(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        (None, true) => vec![heck_node::membership::DEFAULT_KEY],
+        (None, false) => anyhow::bail!(
+            "gossip needs a key: pass --encrypt-key-file FILE (one key of 64 hex digits per \
+             line, e.g. from `openssl rand -hex 32`), or --insecure-default-key to use heck's \
+             built-in key, which is public: anyone with heck could join and read the gossip"
+        ),
+    };
+    Ok(heck_swim::Keyring::new(cluster, &keys))
 }
 
 /// Cancel `token` on SIGINT or SIGTERM.

@@ -46,6 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             NodeConfig {
                 api_addr: args.api_addr,
                 api_token: None,
+                api: heck_node::ApiLimits::default(),
                 max_in_flight: heck_node::DEFAULT_MAX_IN_FLIGHT,
                 check_threads: 0,
                 defaults: config.defaults,

@@ -1,4 +1,5 @@
 //! `heck status`: which targets are unhealthy? Asks a running agent.
+use std::io::Write;
 use std::process::ExitCode;
 
 use crate::client::{Agent, AgentArgs};
@@ -23,16 +24,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "/v1/targets"
     };
     let targets = crate::block_on(agent.get_json(path))?;
+    let mut out = std::io::stdout().lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&targets)?);
-        return Ok(ExitCode::SUCCESS);
+        serde_json::to_writer_pretty(&mut out, &targets)?;
+        writeln!(out)?;
+    } else {
+        print_table(&mut out, &targets)?;
     }
-    print_table(&targets);
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// NAME STATUS SINCE LATENCY ERROR, one line per target.
-pub fn print_table(targets: &serde_json::Value) {
+/// A closed `out` (`heck status | head -1`) is an error for `main` to end quietly on.
+pub fn print_table(out: &mut impl Write, targets: &serde_json::Value) -> std::io::Result<()> {
     let rows = targets.as_array().map(Vec::as_slice).unwrap_or_default();
     let width = rows
         .iter()
@@ -41,10 +46,11 @@ pub fn print_table(targets: &serde_json::Value) {
         .max()
         .unwrap_or(4)
         .max(4);
-    println!(
+    writeln!(
+        out,
         "{:<width$}  {:<9}  {:<24}  {:>10}  ERROR",
         "NAME", "STATUS", "SINCE", "LATENCY"
-    );
+    )?;
     for t in rows {
         let last = &t["last_check"];
         let latency = last["latency_ms"]
@@ -55,15 +61,16 @@ pub fn print_table(targets: &serde_json::Value) {
             (Some(kind), None) => kind.to_string(),
             _ => String::new(),
         };
-        println!(
+        writeln!(
+            out,
             "{:<width$}  {:<9}  {:<24}  {:>10}  {}",
             t["name"].as_str().unwrap_or("?"),
             t["status"].as_str().unwrap_or("?"),
             t["since"].as_str().unwrap_or("-"),
             latency,
             error
-        );
+        )?;
     }
     let unhealthy = rows.iter().filter(|t| t["status"] == "unhealthy").count();
-    println!("{} target(s), {unhealthy} unhealthy", rows.len());
+    writeln!(out, "{} target(s), {unhealthy} unhealthy", rows.len())
 }

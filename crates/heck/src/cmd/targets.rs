@@ -1,4 +1,5 @@
 //! `heck targets ls|add|rm`: manage a running agent's targets.
+use std::io::Write;
 use std::process::ExitCode;
 
 use heck_check::{HumanDuration, StatusMatch, TargetInput};
@@ -106,26 +107,30 @@ impl AddArgs {
             body_contains: self.body_contains.clone(),
             keep_alive: self.keep_alive.then_some(true),
             tls_skip_verify: self.tls_skip_verify.then_some(true),
+            ..TargetInput::default()
         })
     }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let agent = Agent::new(&args.agent)?;
+    let mut out = std::io::stdout().lock();
     match args.action {
         Action::Ls { json } => {
             let targets = crate::block_on(agent.get_json("/v1/targets"))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&targets)?);
+                serde_json::to_writer_pretty(&mut out, &targets)?;
+                writeln!(out)?;
             } else {
                 for t in targets.as_array().map(Vec::as_slice).unwrap_or_default() {
-                    println!(
+                    writeln!(
+                        out,
                         "{}\t{}\t{}\tevery {}",
                         t["name"].as_str().unwrap_or("?"),
                         t["status"].as_str().unwrap_or("?"),
                         t["url"].as_str().unwrap_or("?"),
                         t["spec"]["interval"].as_str().unwrap_or("?"),
-                    );
+                    )?;
                 }
             }
         }
@@ -134,20 +139,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let (status, reply) =
                 crate::block_on(agent.request(http::Method::POST, "/v1/targets", Some(body)))?;
             let target = json_or_error(status, &reply)?;
-            println!(
+            writeln!(
+                out,
                 "added {} ({}), status {}",
                 target["name"].as_str().unwrap_or("?"),
                 target["url"].as_str().unwrap_or("?"),
                 target["status"].as_str().unwrap_or("?")
-            );
+            )?;
         }
         Action::Rm { name } => {
             let path = format!("/v1/targets/{name}");
             let (status, reply) =
                 crate::block_on(agent.request(http::Method::DELETE, &path, None))?;
             json_or_error(status, &reply)?;
-            println!("removed {name}");
+            writeln!(out, "removed {name}")?;
         }
     }
+    out.flush()?;
     Ok(ExitCode::SUCCESS)
 }
