@@ -679,6 +679,12 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
         (self.store.stats(), self.store.buffered())
     }
 
+    /// The peer incarnations the CRDT replica exchanges with: the current one of each live
+    /// member it has heard from.
+    pub fn sync_peers(&self) -> impl Iterator<Item = &Peer> {
+        self.store.peers()
+    }
+
     /// The siblings of `target`'s status, in dot order (for a detailed view).
     pub fn siblings(&self, target: &TargetName) -> Vec<StatusRecord> {
         self.store

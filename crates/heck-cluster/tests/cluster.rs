@@ -398,3 +398,79 @@ fn a_bad_weight_or_a_forged_sender_is_refused() {
     assert!(a.handle_sync(at(S), forged).is_empty());
     assert_eq!(a.stats().sync_bad_sender, 1);
 }
+
+fn hello(from: &str, epoch: u64) -> heck_cluster::SyncMsg {
+    heck_cluster::SyncMsg {
+        from: name(from),
+        body: SyncBody::Hello {
+            replica: heck_crdt::ReplicaId::new(from, epoch),
+        },
+    }
+}
+
+fn peers(a: &Cluster<usize>) -> Vec<(String, u64)> {
+    a.sync_peers()
+        .map(|p| (p.name.to_string(), p.replica.epoch))
+        .collect()
+}
+
+/// Review C2: a restarted peer's old incarnation stayed in the replica's peer set for good.
+#[test]
+fn a_restarted_peer_replaces_its_old_incarnation_among_the_sync_peers() {
+    let mut a = node("a", 0, &targets(4, S, 2, 2));
+    a.start(at(S), Vec::new());
+    a.handle_swim(at(2 * S), gossip("b", 1, vec![alive("b", 1)]));
+    a.handle_sync(at(3 * S), hello("b", 500));
+    assert_eq!(peers(&a), vec![("b".to_string(), 500)]);
+    a.handle_sync(at(4 * S), hello("b", 7));
+    assert_eq!(peers(&a), vec![("b".to_string(), 7)], "500 is gone");
+    a.handle_sync(at(5 * S), hello("b", 500));
+    assert_eq!(
+        peers(&a),
+        vec![("b".to_string(), 7)],
+        "and a late hello does not bring it back"
+    );
+}
+
+/// Review C2: a dead member stayed a peer, so the groups it never acknowledged were kept (up to
+/// `max_buffer`) and every peer that fell behind that far got full states.
+#[test]
+fn a_dead_member_stops_holding_back_the_buffer_and_becomes_a_peer_again_when_it_returns() {
+    let specs = targets(1, S, 2, 2);
+    let t = specs[0].name.clone();
+    let mut a = node("a", 0, &specs);
+    a.start(at(S), Vec::new());
+    // A write of a's that b has not acknowledged (through the API: a status write would need
+    // a to own the target, which depends on the hash).
+    a.handle_swim(at(2 * S), gossip("b", 1, vec![alive("b", 1)]));
+    a.handle_sync(at(3 * S), hello("b", 500));
+    a.remove_target(at(4 * S), &t).unwrap();
+    assert!(a.sync_stats().1 > 0, "b has not acked the deletion");
+
+    let dead = Update::Dead {
+        name: "b".into(),
+        inc: 1,
+        from: "a".into(),
+    };
+    a.handle_swim(at(5 * S), gossip("b", 1, vec![dead]));
+    assert!(peers(&a).is_empty());
+    assert_eq!(a.sync_stats().1, 0, "nobody left to wait for");
+    a.handle_sync(at(6 * S), hello("b", 500));
+    assert!(
+        peers(&a).is_empty(),
+        "a dead member's late hello does not make it a peer"
+    );
+
+    let back = Update::Alive {
+        name: "b".into(),
+        addr: 1,
+        inc: 2,
+    };
+    a.handle_swim(at(7 * S), gossip("b", 1, vec![back]));
+    a.handle_sync(at(8 * S), hello("b", 500));
+    assert_eq!(
+        peers(&a),
+        vec![("b".to_string(), 500)],
+        "refuted: a peer again"
+    );
+}

@@ -73,9 +73,9 @@ impl Store {
         self.replica.remove_peer(peer)
     }
 
-    /// How many peers the replica exchanges with.
-    pub fn peers(&self) -> usize {
-        self.replica.peers().count()
+    /// The peers (incarnations) the replica exchanges with.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.replica.peers()
     }
 
     /// Write `value` at `key` (superseding every sibling seen here).
