@@ -447,3 +447,26 @@ fn with_two_replicas_every_target_has_two_checkers_and_survives_a_crash() {
     answers_match_truth(&sim, &truth, sim.now(), 5 * S).unwrap();
     answers_agree(&sim).unwrap();
 }
+
+/// SWIM push-pull is carried by the simulated cluster as by the agent: each node's join asks
+/// its seeds for their member lists, and then a random member every push-pull interval (6 s in
+/// the fast profile). Fails if `Effect::PushPull` is dropped anywhere on the way.
+#[test]
+fn every_node_exchanges_member_lists_by_push_pull_when_joining_and_then_periodically() {
+    let setup = Setup {
+        m: 5,
+        n: 20,
+        interval: S,
+        replicas: 1,
+        net: lossy(0.0),
+        seed: seed(),
+    };
+    let (mut sim, _, _) = build(&setup, Truth::new());
+    sim.run_until(20 * S);
+    members_agree(&sim).unwrap();
+    for (i, n) in live(&sim) {
+        let st = n.cluster.swim_stats();
+        assert!(st.join_push_pulls >= 1, "node {i}: {st:?}");
+        assert!(st.push_pulls >= 1, "node {i}: {st:?}");
+    }
+}
