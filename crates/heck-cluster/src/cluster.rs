@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use heck_check::{CheckState, Defaults, SpecError, Status, TargetInput, TargetName, TargetSpec};
 use heck_crdt::{Message, ReplicaId};
+use heck_sim::SplitMix64;
 use heck_swim::{Now, PushPullState};
 use serde::{Deserialize, Serialize};
 
@@ -343,7 +344,8 @@ pub struct Cluster<A> {
     owned: HashMap<TargetName, Owned>,
     settled: bool,
     push_scheduled: bool,
-    rng: u64,
+    /// Picks the peers of each sync round (heck-crdt takes the randomness as an argument).
+    rng: SplitMix64,
     stats: Stats,
 }
 
@@ -382,7 +384,7 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
             owned: HashMap::new(),
             settled: false,
             push_scheduled: false,
-            rng: id.seed ^ 0x0063_6c75_7374_6572,
+            rng: SplitMix64::new(id.seed ^ 0x0063_6c75_7374_6572),
             stats: Stats::default(),
             config,
         };
@@ -699,14 +701,6 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
 
     // ---- internals ----
 
-    fn random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     fn settle(&mut self, now: Now, out: &mut Vec<Effect<A>>) {
         if self.settled {
             return;
@@ -762,7 +756,7 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
     }
 
     fn sync_round(&mut self, out: &mut Vec<Effect<A>>) {
-        let random = self.random();
+        let random = self.rng.next_u64();
         for (to, m) in self.store.tick(random) {
             self.route(to, m, out);
         }
