@@ -1,5 +1,5 @@
 //! The scale: 50 nodes, 10,000 targets at 10 s, 1% loss, LAN membership timings.
-//! Long (about 10 minutes in release on 2 shared cores, 2 GB):
+//! Long (about 3.5 minutes in release on 2 shared cores, 1.5 GB):
 //! `cargo test --release -p heck-cluster --test scale -- --ignored --nocapture` prints the
 //! measurements and asserts the bounds. `HECK_SCALE_M` / `HECK_SCALE_N` shrink it.
 //! The second test (restarts during start-up, 50 × 2,000, about 30 s in release) guards the
