@@ -1,0 +1,216 @@
+//! heck-crdt: the replicated map and its anti-entropy, keyed by peer *incarnation*.
+//!
+//! Peers are `(name, replica id)`, not names: a restarted node is a new peer, and the cluster
+//! routes messages only to a name's current incarnation. An incarnation that is replaced, or
+//! whose member is declared dead or left, is removed from the replica (`remove_peer`, review
+//! C2), so it no longer holds back the buffer's garbage collection.
+use std::collections::{BTreeMap, HashSet};
+
+use heck_crdt::{Delta, Dot, Message, ORMap, Replica, ReplicaId};
+use serde::{Deserialize, Serialize};
+
+use crate::name::NodeName;
+use crate::record::{Key, Value};
+
+/// One incarnation of a peer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Peer {
+    /// Its node name.
+    pub name: NodeName,
+    /// Its replica id (the epoch grows on every start).
+    pub replica: ReplicaId,
+}
+
+/// Messages to send, each to one peer.
+pub type Outgoing = Vec<(Peer, Message<Key, Value>)>;
+
+/// What a received message changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// Nothing new.
+    Nothing,
+    /// These keys may have changed.
+    Keys(Vec<Key>),
+    /// Anything may have changed (a full state, or a removal of entries of unknown keys).
+    All,
+}
+
+/// The replicated map with anti-entropy.
+pub struct Store {
+    replica: Replica<Peer, Key, Value>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("id", &self.replica.id())
+            .field("buffered", &self.replica.buffered())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// An empty store with replica id `id`.
+    pub fn new(id: ReplicaId, config: heck_crdt::Config) -> Store {
+        Store {
+            replica: Replica::new(id, [], config),
+        }
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.replica.id()
+    }
+
+    /// Start exchanging with `peer`.
+    pub fn add_peer(&mut self, peer: Peer) {
+        self.replica.add_peer(peer);
+    }
+
+    /// Stop exchanging with `peer` (replaced by a newer incarnation, or gone): it no longer
+    /// holds back garbage collection. Returns whether it was a peer.
+    pub fn remove_peer(&mut self, peer: &Peer) -> bool {
+        self.replica.remove_peer(peer)
+    }
+
+    /// The peers (incarnations) the replica exchanges with.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.replica.peers()
+    }
+
+    /// Write `value` at `key` (superseding every sibling seen here).
+    pub fn write(&mut self, key: Key, value: Value) {
+        self.replica.write(key, value);
+    }
+
+    /// Remove `key` (what was seen here; a concurrent write survives).
+    pub fn remove(&mut self, key: &Key) {
+        self.replica.remove(key);
+    }
+
+    /// The siblings of `key`, in dot order.
+    pub fn siblings(&self, key: &Key) -> Vec<(Dot, &Value)> {
+        let map = self.replica.map();
+        map.dots(key).into_iter().zip(map.get(key)).collect()
+    }
+
+    /// Every key held.
+    pub fn keys(&self) -> impl Iterator<Item = &Key> {
+        self.replica.map().keys()
+    }
+
+    /// One anti-entropy round.
+    pub fn tick(&mut self, random: u64) -> Outgoing {
+        sends(self.replica.tick(random))
+    }
+
+    /// A message from `from`: apply it, and say which keys it may have changed.
+    pub fn handle(&mut self, from: Peer, mut msg: Message<Key, Value>) -> (Outgoing, Changed) {
+        // An invalid delta goes to the replica as it came, to be refused and counted there.
+        if let heck_crdt::Body::Delta { delta, .. } = &mut msg.body
+            && !delta.ctx.vv().is_empty()
+            && delta.validate().is_ok()
+            && let Some(thin) = thin_full_state(self.replica.map(), delta)
+        {
+            // Anything may change: say so before the thin delta hides that it was a full state.
+            *delta = thin;
+            let out = self.replica.handle_message(from, msg);
+            return (sends(out), Changed::All);
+        }
+        let changed = match &msg.body {
+            heck_crdt::Body::Delta { delta, .. } => match self.replica.map().news(delta) {
+                None => Changed::Nothing,
+                Some(news) if !news.ctx.vv().is_empty() => Changed::All,
+                // A bare removal (a context dot without an entry) changes only a key whose
+                // target is being deleted, and the deletion's `Key::Target` write names it; so
+                // the keys of the entries are enough.
+                Some(news) => Changed::Keys(news.entries.keys().cloned().collect()),
+            },
+            _ => Changed::Nothing,
+        };
+        let out = self.replica.handle_message(from, msg);
+        (sends(out), changed)
+    }
+
+    /// Counters of the anti-entropy.
+    pub fn stats(&self) -> heck_crdt::Stats {
+        self.replica.stats()
+    }
+
+    /// Delta groups waiting for acknowledgements.
+    pub fn buffered(&self) -> usize {
+        self.replica.buffered()
+    }
+}
+
+fn sends(fx: Vec<heck_crdt::Effect<Peer, Key, Value>>) -> Outgoing {
+    fx.into_iter()
+        .map(|heck_crdt::Effect::Send { to, msg }| (to, msg))
+        .collect()
+}
+
+/// Most dots a full state may name beyond what this replica has seen, to be thinned (a forged
+/// context `{r: u64::MAX}` must not make us count to 2⁶⁴; such a state is passed on unthinned).
+const MAX_THIN_GAP: u64 = 1 << 22;
+
+/// The full state `full` as a delta with a dot-cloud context: the entries new here, every dot it
+/// has seen that this replica has not (so a late copy of an overwritten value cannot come back),
+/// and the dots held here that it has seen but no longer holds (removed or overwritten there).
+/// Joined here it does exactly what `full` does.
+///
+/// Why: today's `ORMap::news` passes a full state on *whole* (its version-vector context speaks
+/// for every entry); the replica buffers it as one group and joins it into every interval it
+/// forwards, so one full state sent to a joiner spreads as full-state-sized groups to every node
+/// (at 50 nodes and 2,000 targets the simulator ran out of memory). A cloud-only delta travels
+/// as news only. The fix belongs in heck-crdt; this adapter keeps the cluster usable until then.
+pub fn thin_full_state(
+    map: &ORMap<Key, Value>,
+    full: &Delta<Key, Value>,
+) -> Option<Delta<Key, Value>> {
+    let mine = map.context();
+    let mut gap = 0u64;
+    for (r, &n) in full.ctx.vv().iter() {
+        gap = gap.saturating_add(n.saturating_sub(mine.vv().get(r)));
+    }
+    if gap > MAX_THIN_GAP {
+        return None;
+    }
+    let mut out = Delta::default();
+    let mut live: HashSet<Dot> = HashSet::new();
+    for (k, m) in &full.entries {
+        for (d, v) in m {
+            live.insert(*d);
+            if !mine.contains(d) {
+                out.entries
+                    .entry(k.clone())
+                    .or_insert_with(BTreeMap::new)
+                    .insert(*d, v.clone());
+                out.ctx.insert(*d);
+            }
+        }
+    }
+    for (r, &n) in full.ctx.vv().iter() {
+        for counter in mine.vv().get(r) + 1..=n {
+            let d = Dot {
+                replica: *r,
+                counter,
+            };
+            if !mine.contains(&d) {
+                out.ctx.insert(d);
+            }
+        }
+    }
+    for d in full.ctx.cloud() {
+        if !mine.contains(d) {
+            out.ctx.insert(*d);
+        }
+    }
+    for k in map.keys() {
+        for d in map.dots(k) {
+            if full.ctx.contains(&d) && !live.contains(&d) {
+                out.ctx.insert(d);
+            }
+        }
+    }
+    Some(out)
+}
