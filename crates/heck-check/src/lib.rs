@@ -10,10 +10,12 @@
 //! * [`outcome`] — what one probe attempt found.
 //! * [`state`] — rise/fall thresholds turning outcomes into a [`Status`].
 
+pub mod node;
 pub mod outcome;
 pub mod spec;
 pub mod state;
 
+pub use node::{MAX_NODE_NAME_LEN, NodeName};
 pub use outcome::{ErrorKind, Outcome};
 pub use spec::{
     Defaults, HumanDuration, ProbeKind, SpecError, StatusMatch, StatusSet, TargetInput, TargetName,

@@ -28,8 +28,8 @@ use std::time::{Duration, SystemTime};
 use heck_check::Status;
 use heck_crdt::Dot;
 
-use crate::name::NodeName;
 use crate::record::StatusRecord;
+use heck_check::NodeName;
 
 /// The sibling the rule picked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

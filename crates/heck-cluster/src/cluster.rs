@@ -40,8 +40,8 @@ use crate::adapter::crdt::{Changed, Peer, Store};
 use crate::adapter::ownership::{Change, Owners};
 use crate::adapter::swim::{Event, Membership};
 use crate::answer::{Answer, pick};
-use crate::name::NodeName;
 use crate::record::{Key, StatusRecord, TargetEntry, Value};
+use heck_check::NodeName;
 
 /// Parameters. Every node of a cluster must use the same `replicas`, `weights` and `defaults`
 /// (they come from the shared config file), or nodes disagree on owners and specs.

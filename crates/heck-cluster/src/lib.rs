@@ -3,7 +3,7 @@
 //! and timers and heck-sim drives with virtual time.
 //!
 //! Read in this order:
-//! 1. [`name`] — [`NodeName`], the one type for a node.
+//! 1. [`NodeName`] (from heck-check, beside `TargetName`) — the one type for a node.
 //! 2. [`record`] — what is replicated: a [`StatusRecord`] per target (a multi-value register in
 //!    the CRDT OR-map, so concurrent observations stay siblings) and [`TargetEntry`]s for targets
 //!    added or deleted through the API.
@@ -24,7 +24,6 @@
 pub mod adapter;
 pub mod answer;
 pub mod cluster;
-pub mod name;
 pub mod record;
 pub mod sim;
 
@@ -33,6 +32,6 @@ pub use cluster::{
     Cluster, ClusterError, Config, Effect, Identity, MemberEvent, Stats, SyncBody, SyncMsg, Timer,
     decode, encode,
 };
+pub use heck_check::NodeName;
 pub use heck_swim::{Now, PushPullState};
-pub use name::NodeName;
 pub use record::{Key, StatusRecord, TargetEntry, Value};

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use heck_check::{CheckState, Status, TargetInput, TargetName};
 use serde::{Deserialize, Serialize};
 
-use crate::name::NodeName;
+use heck_check::NodeName;
 
 /// A key of the replicated map.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

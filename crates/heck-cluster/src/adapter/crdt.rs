@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 use heck_crdt::{Delta, Dot, Message, ORMap, Replica, ReplicaId};
 use serde::{Deserialize, Serialize};
 
-use crate::name::NodeName;
 use crate::record::{Key, Value};
+use heck_check::NodeName;
 
 /// One incarnation of a peer.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

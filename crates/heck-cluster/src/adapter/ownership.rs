@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use heck_check::TargetName;
 use heck_ownership::{Assignment, Member, Move, OwnershipError};
 
-use crate::name::NodeName;
+use heck_check::NodeName;
 
 /// A change of this node's own share.
 #[derive(Debug, Clone, PartialEq, Eq)]

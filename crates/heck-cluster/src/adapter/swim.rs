@@ -6,7 +6,7 @@ use heck_swim::{
 };
 use serde::Serialize;
 
-use crate::name::NodeName;
+use heck_check::NodeName;
 
 /// What membership said, in cluster terms.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,7 +33,7 @@ use heck_swim::{Now, Packet, PushPullState};
 
 use crate::adapter::check::key_hash;
 use crate::cluster::{Cluster, Config, Effect, Identity, SyncMsg, Timer, encode};
-use crate::name::NodeName;
+use heck_check::NodeName;
 
 /// A message between simulated nodes: SWIM's datagrams and the sync channel's messages.
 #[derive(Debug, Clone)]
