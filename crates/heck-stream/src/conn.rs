@@ -258,6 +258,7 @@ async fn inbound(
             return;
         }
         Ok(Err(HandshakeError::Io(e))) => {
+            inner.stats.reject(Reject::Truncated);
             tracing::debug!(%from, %e, "stream handshake broke off");
             return;
         }

@@ -99,11 +99,13 @@ pub enum Reject {
     Timeout,
     /// Our own failure (no randomness, a nonce counter at its end).
     Internal,
+    /// The connection ended (EOF or reset) in the middle of the handshake.
+    Truncated,
 }
 
 impl Reject {
     /// Every reason.
-    pub const ALL: [Reject; 8] = [
+    pub const ALL: [Reject; 9] = [
         Reject::Oversized,
         Reject::Unauthenticated,
         Reject::Malformed,
@@ -112,6 +114,7 @@ impl Reject {
         Reject::InboundLimit,
         Reject::Timeout,
         Reject::Internal,
+        Reject::Truncated,
     ];
 
     /// Its name in stats and logs.
@@ -125,6 +128,7 @@ impl Reject {
             Reject::InboundLimit => "inbound_limit",
             Reject::Timeout => "timeout",
             Reject::Internal => "internal",
+            Reject::Truncated => "truncated",
         }
     }
 }

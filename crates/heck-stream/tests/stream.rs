@@ -194,6 +194,17 @@ async fn garbage_in_place_of_a_handshake_is_refused() {
     assert!(eventually(|| b.stream.stats().rejected(Reject::Unauthenticated) == 1).await);
 }
 
+#[tokio::test]
+async fn a_handshake_cut_off_halfway_is_counted_as_truncated() {
+    let b = start("b").await;
+    let mut raw = TcpStream::connect(b.peer().addr).await.unwrap();
+    // A length that promises 100 bytes, 10 of them, then the dialler goes away.
+    raw.write_all(&100u32.to_be_bytes()).await.unwrap();
+    raw.write_all(&[0xAB; 10]).await.unwrap();
+    drop(raw);
+    assert!(eventually(|| b.stream.stats().rejected(Reject::Truncated) == 1).await);
+}
+
 /// Accepts one connection on `listen`, forwards it to `to`, and hands back every byte the
 /// dialler sent, once the connection has ended.
 async fn recording_proxy(
