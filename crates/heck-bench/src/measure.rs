@@ -75,12 +75,15 @@ impl Scrape {
         self.checks.get("success").copied().unwrap_or(0.0)
     }
 
-    /// Checks started (the lag histogram's count).
+    /// Checks started: the lag histogram's count (starts at or after their due time) plus the
+    /// early starts, which the agent counts apart (agents before 2026-12-03 observed an early
+    /// start as zero lag and export no early counter: then the histogram holds them all).
     pub fn started(&self) -> f64 {
         self.lag_buckets
             .iter()
             .find(|b| b.0 == f64::INFINITY)
             .map_or(0.0, |b| b.1)
+            + self.early.unwrap_or(0.0)
     }
 }
 
@@ -231,6 +234,18 @@ mod tests {
         assert_eq!(s.started(), 1000.0);
         assert_eq!(s.skipped, 3.0);
         assert_eq!(s.early, None, "not exported: unknown, not zero");
+    }
+
+    #[test]
+    fn early_starts_count_among_the_started_checks_so_their_share_is_at_most_all() {
+        let text = format!(
+            "heck_schedule_lag_seconds_bucket{{le=\"+Inf\"}} 100\n{} 300\n",
+            EARLY_STARTS_METRIC
+        );
+        let after = Scrape::parse(&text);
+        assert_eq!(after.started(), 400.0);
+        let w = Window::between(&Scrape::parse(""), &after, 10.0);
+        assert_eq!(share(w.early.unwrap_or(0.0), w.started), Some(0.75));
     }
 
     #[test]
