@@ -491,11 +491,20 @@ impl ShardDriver {
             let count = shard.count;
             // This shard's share, with 10% to spare for the hash's unevenness.
             schedule.reserve(reg.len() / count + reg.len() / count / 10);
+            // Every target is new at start-up: spread their first checks so that a large fleet
+            // does not start them all within one second (see `first_check_spread`).
+            let spread = heck_sched::first_check_spread(reg.len());
             for e in reg
                 .iter_unordered()
                 .filter(|e| shard_of(e.key_hash, count) == shard.index)
             {
-                schedule.insert_soon(e.spec.name.clone(), e.key_hash, e.spec.interval, now);
+                schedule.insert_soon_within(
+                    e.spec.name.clone(),
+                    e.key_hash,
+                    e.spec.interval,
+                    now,
+                    spread,
+                );
                 shortest = shortest.min(e.spec.shortest_interval());
             }
         }
