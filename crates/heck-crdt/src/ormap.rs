@@ -135,6 +135,10 @@ impl<K: Ord + Clone, V: Clone + PartialEq> Default for ORMap<K, V> {
     }
 }
 
+/// Most context dots [`ORMap::news`] lists one by one when it thins a full state (4 Mi dots,
+/// 64 MiB of cloud at most); a larger gap sends the state whole.
+const MAX_LISTED_GAP: u64 = 1 << 22;
+
 impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
     /// An empty map.
     pub fn new() -> Self {
@@ -259,6 +263,15 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
             // entries (above) plus exactly the context dots that are news: those we have not
             // seen, and those that remove an entry we hold. Every context dot without an entry
             // here was removed at the sender, so forwarding it deletes nothing wrongly.
+            // Dots are listed one by one only up to a bound: a context of `{r: 2⁴⁸}` (valid, and
+            // what a replica far ahead could send) must not make us count to it. Past the bound
+            // the state travels whole, as it always did: correct, only costlier.
+            let gap = delta.ctx.vv().iter().fold(0u64, |gap, (replica, &n)| {
+                gap.saturating_add(n.saturating_sub(self.state.ctx.vv().get(replica)))
+            });
+            if gap > MAX_LISTED_GAP {
+                return Some(delta.clone());
+            }
             for (replica, &n) in delta.ctx.vv().iter() {
                 let ours = self.state.ctx.vv().get(replica);
                 let holes = self.state.ctx.cloud().iter().any(|d| d.replica == *replica);
@@ -369,6 +382,19 @@ mod tests {
         c.apply(&d1);
         c.apply(&news);
         assert_eq!(c.get(&"old"), vec![&1], "forwarded news does not delete");
+    }
+
+    #[test]
+    fn a_full_state_far_ahead_is_news_whole_without_counting_every_dot() {
+        let (mut a, mut b): (ORMap<&str, i32>, ORMap<&str, i32>) = (ORMap::new(), ORMap::new());
+        let d1 = a.write(r(1), "k", 1);
+        a.apply(&d1);
+        b.apply(&d1);
+        // `a`'s context claims every dot of r(1) up to the largest counter validation accepts.
+        let mut full = a.state().clone();
+        full.ctx.insert_prefix(r(1), crate::validate::MAX_COUNTER);
+        let news = b.news(&full).expect("the claimed dots are news");
+        assert_eq!(news, full, "past the listing bound the state travels whole");
     }
 
     #[test]
