@@ -4,33 +4,15 @@
 #![allow(clippy::unwrap_used)]
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{get, wait_for};
+use common::{Dir, Killed, get, wait_for};
 
 mod common;
 
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn setup(test: &str) -> (Dir, PathBuf, PathBuf) {
-    let dir = Dir(std::env::temp_dir().join(format!("heck-{test}-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = Dir::new(test);
     let config = dir.0.join("heck.toml");
     std::fs::write(&config, "# no targets: this test is about membership\n").unwrap();
     let key = dir.0.join("key");
@@ -63,7 +45,7 @@ fn agents_bound_to_the_unspecified_address_advertise_what_they_are_told() {
     let p = common::free_ports(4);
     let advertised = [common::local(p[1]), common::local(p[3])];
     let apis = [common::local(p[0]), common::local(p[2])];
-    let agents: Vec<Agent> = (0..2)
+    let agents: Vec<Killed> = (0..2)
         .map(|i| {
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_heck"));
             cmd.arg("agent")
@@ -84,7 +66,7 @@ fn agents_bound_to_the_unspecified_address_advertise_what_they_are_told() {
             if i == 1 {
                 cmd.args(["--join", &advertised[0].to_string()]);
             }
-            Agent(cmd.spawn().unwrap())
+            Killed(cmd.spawn().unwrap())
         })
         .collect();
     let formed = wait_for(Duration::from_secs(20), || {
@@ -172,7 +154,7 @@ fn an_agent_without_a_key_file_refuses_to_start_unless_told_the_public_key_is_fi
     );
     // With the flag it starts (and gossips under the public key).
     let api = common::local(p[0]);
-    let _agent = Agent(
+    let _agent = Killed(
         Command::new(env!("CARGO_BIN_EXE_heck"))
             .arg("agent")
             .args(["--config", config.to_str().unwrap()])

@@ -573,6 +573,27 @@ fn every_error_answer_is_json() {
     }
 }
 
+/// Send SIGTERM to `child`.
+fn sigterm(child: &Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// Wait up to `limit` for `child` to exit: its status and how long it took.
+fn exit_within(child: &mut Child, limit: Duration) -> (Option<std::process::ExitStatus>, Duration) {
+    let from = Instant::now();
+    while from.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (Some(status), from.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (None, from.elapsed())
+}
+
 #[test]
 fn an_agent_with_a_half_sent_request_exits_within_its_grace_period_after_sigterm() {
     let rt = runtime();
@@ -590,21 +611,8 @@ fn an_agent_with_a_half_sent_request_exits_within_its_grace_period_after_sigterm
     // Connections are accepted in order: once a later one is answered, both are being served.
     assert_eq!(http(agent.addr, "GET", "/v1/node", None, None).0, 200);
 
-    let signalled = Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &agent.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let mut exit = None;
-    while signalled.elapsed() < Duration::from_secs(30) {
-        if let Some(status) = agent.child.try_wait().unwrap() {
-            exit = Some(status);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let took = signalled.elapsed();
+    sigterm(&agent.child);
+    let (exit, took) = exit_within(&mut agent.child, Duration::from_secs(30));
     let exit = exit.unwrap_or_else(|| panic!("still running {took:?} after SIGTERM"));
     assert!(exit.success(), "{exit:?}");
     // The grace period, plus slack for a loaded machine; without the grace the agent waits for
@@ -628,28 +636,14 @@ fn a_second_sigterm_ends_the_agent_at_once_without_waiting_for_the_grace_period(
         .write_all(b"GET /v1/node HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .unwrap();
     assert_eq!(http(agent.addr, "GET", "/v1/node", None, None).0, 200);
-    let pid = agent.child.id().to_string();
-    let term = || {
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(killed.success());
-    };
-    term();
+    sigterm(&agent.child);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         agent.child.try_wait().unwrap().is_none(),
         "the first SIGTERM waits for the half-sent request"
     );
-    let second = Instant::now();
-    term();
-    let mut exit = None;
-    while second.elapsed() < Duration::from_secs(10) {
-        if let Some(status) = agent.child.try_wait().unwrap() {
-            exit = Some(status);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = second.elapsed();
+    sigterm(&agent.child);
+    let (exit, took) = exit_within(&mut agent.child, Duration::from_secs(10));
     let exit = exit.unwrap_or_else(|| panic!("still running {took:?} after a second SIGTERM"));
     // Not a clean exit (work was abandoned), and well inside the 5 s grace.
     assert!(!exit.success(), "{exit:?}");

@@ -3,11 +3,10 @@
 //! rejoins; a node with the wrong key never joins.
 #![allow(clippy::unwrap_used)]
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{get, wait_for};
+use common::{Dir, get, wait_for};
 
 mod common;
 
@@ -80,17 +79,9 @@ impl Drop for Node {
     }
 }
 
-struct Dir(PathBuf);
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn five_agents_detect_a_kill_readmit_a_restart_and_refuse_a_wrong_key() {
-    let dir = Dir(std::env::temp_dir().join(format!("heck-cluster-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = Dir::new("cluster");
     let config = dir.0.join("heck.toml");
     std::fs::write(&config, "# no targets: this test is about membership\n").unwrap();
     let key = dir.0.join("key");

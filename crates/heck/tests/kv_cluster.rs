@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::wait_for;
+use common::{Dir, wait_for};
 
 mod common;
 
@@ -23,27 +23,11 @@ struct Replica {
 }
 
 /// A directory removed at the end of the test, holding key files.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(test: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("heck-{test}-{}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-
-    /// A key file whose one key is 32 bytes of `byte`.
-    fn key(&self, name: &str, byte: u8) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, format!("{}\n", format!("{byte:02x}").repeat(32))).unwrap();
-        path
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A key file in `dir` whose one key is 32 bytes of `byte`.
+fn key_file(dir: &Dir, name: &str, byte: u8) -> PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, format!("{}\n", format!("{byte:02x}").repeat(32))).unwrap();
+    path
 }
 
 fn replicas(n: usize, key: &Path) -> Vec<Replica> {
@@ -143,7 +127,7 @@ impl Drop for Replica {
 #[test]
 fn three_replicas_keep_siblings_supersede_them_and_catch_up_after_a_kill() {
     let dir = Dir::new("kv-cluster");
-    let mut reps = replicas(3, &dir.key("key", 0x42));
+    let mut reps = replicas(3, &key_file(&dir, "key", 0x42));
     for r in &mut reps {
         r.start();
     }
@@ -223,8 +207,8 @@ fn three_replicas_keep_siblings_supersede_them_and_catch_up_after_a_kill() {
 #[test]
 fn a_replica_with_another_key_is_not_accepted() {
     let dir = Dir::new("kv-wrong-key");
-    let mut reps = replicas(3, &dir.key("key", 0x42));
-    reps[2].key = dir.key("wrong", 0x24);
+    let mut reps = replicas(3, &key_file(&dir, "key", 0x42));
+    reps[2].key = key_file(&dir, "wrong", 0x24);
     for r in &mut reps {
         r.start();
     }
@@ -269,7 +253,7 @@ fn replicas_bound_to_the_unspecified_address_are_acknowledged_and_collect_their_
     // named 0.0.0.0:port by its peers, their acks never matched, and no delta was ever
     // collected. Now the name is the handshake's and the address the advertised one.
     let dir = Dir::new("kv-unspecified");
-    let mut reps = replicas(2, &dir.key("key", 0x42));
+    let mut reps = replicas(2, &key_file(&dir, "key", 0x42));
     for r in &mut reps {
         r.unspecified = true;
         r.start();

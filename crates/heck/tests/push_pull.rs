@@ -3,12 +3,11 @@
 //! that only ever joined a third which then died still come to know each other.
 #![allow(clippy::unwrap_used)]
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{get, wait_for};
+use common::{Dir, Killed, get, wait_for};
 use heck_node::membership::{self, MembershipConfig, MembershipView};
 use tokio_util::sync::CancellationToken;
 
@@ -155,23 +154,6 @@ async fn a_joiner_learns_every_member_from_its_join_push_pull_when_one_join_repl
     }
 }
 
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-struct Dir(PathBuf);
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// (name, state) of every member `api` lists.
 fn members(api: SocketAddr) -> Vec<(String, String)> {
     let (status, body) = get(api, "/v1/members");
@@ -197,8 +179,7 @@ fn lists_alive(api: SocketAddr, name: &str) -> bool {
 
 #[test]
 fn two_agents_that_joined_only_a_third_know_each_other_after_it_is_killed() {
-    let dir = Dir(std::env::temp_dir().join(format!("heck-push-pull-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0).unwrap();
+    let dir = Dir::new("push-pull");
     let config = dir.0.join("heck.toml");
     std::fs::write(&config, "# no targets: this test is about membership\n").unwrap();
     let key = dir.0.join("key");
@@ -222,7 +203,7 @@ fn two_agents_that_joined_only_a_third_know_each_other_after_it_is_killed() {
         if let Some(seed) = join {
             cmd.args(["--join", &seed.to_string()]);
         }
-        Agent(cmd.spawn().unwrap())
+        Killed(cmd.spawn().unwrap())
     };
     // n2 is the only seed; n0 joins it, then n1 joins it.
     let mut seed = start(2, None);

@@ -3,6 +3,8 @@
 #![allow(dead_code, clippy::unwrap_used)]
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// One HTTP/1.1 request with `Connection: close`; returns (status, body). Status 0 = no answer.
@@ -84,4 +86,38 @@ pub fn free_ports(n: usize) -> Vec<u16> {
 /// `127.0.0.1:port`.
 pub fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A scratch directory `heck-{test}-{pid}` under the system's temp dir, removed on drop.
+pub struct Dir(pub PathBuf);
+
+impl Dir {
+    /// Create it (empty or not, it is the test's own: the name carries the process id).
+    pub fn new(test: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("heck-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process that is killed and reaped when dropped, so a failing test leaves nothing
+/// running.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
