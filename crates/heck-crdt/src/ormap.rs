@@ -272,10 +272,13 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
             if gap > MAX_LISTED_GAP {
                 return Some(delta.clone());
             }
-            // Listed as a dot cloud, never as a version vector: the news is then an ordinary
-            // delta wherever it is forwarded.
             for (replica, &n) in delta.ctx.vv().iter() {
                 let ours = self.state.ctx.vv().get(replica);
+                let holes = self.state.ctx.cloud().iter().any(|d| d.replica == *replica);
+                if ours == 0 && !holes {
+                    out.ctx.insert_prefix(*replica, n);
+                    continue;
+                }
                 for counter in ours.saturating_add(1)..=n {
                     let d = Dot {
                         replica: *replica,
