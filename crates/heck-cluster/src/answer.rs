@@ -86,6 +86,9 @@ pub struct Answer {
     pub owner: Option<NodeName>,
     /// Concurrent observations exist; cleared by the owner's next write.
     pub contested: bool,
+    /// The observer's run of failures and of successes when it wrote (0 if never observed):
+    /// replicated with the status, so every node shows where rise/fall stands.
+    pub consecutive: (u32, u32),
 }
 
 impl Answer {
@@ -100,6 +103,10 @@ impl Answer {
                 observed_at: Some(p.record.observed_at),
                 owner,
                 contested: p.contested,
+                consecutive: (
+                    p.record.check.consecutive_failures(),
+                    p.record.check.consecutive_successes(),
+                ),
             },
             None => Answer {
                 status: Status::Unknown,
@@ -108,6 +115,7 @@ impl Answer {
                 observed_at: None,
                 owner,
                 contested: false,
+                consecutive: (0, 0),
             },
         }
     }

@@ -661,6 +661,30 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
         self.membership.members()
     }
 
+    /// This node's member record first, then every other member SWIM knows, with addresses
+    /// (for the agent's member list and to name the member at an address).
+    pub fn member_records(&self) -> impl Iterator<Item = &heck_swim::Member<A>> {
+        self.membership.records()
+    }
+
+    /// The live member (alive or suspect) reached at `addr`, if any: the name a stream
+    /// connection to `addr` must prove.
+    pub fn live_member_at(&self, addr: &A) -> Option<&str> {
+        self.membership
+            .records()
+            .skip(1)
+            .find(|m| {
+                m.addr == *addr
+                    && matches!(m.state, heck_swim::State::Alive | heck_swim::State::Suspect)
+            })
+            .map(|m| m.name.as_str())
+    }
+
+    /// Owners per target (`[cluster] replicas`).
+    pub fn replicas(&self) -> usize {
+        self.config.replicas.get()
+    }
+
     /// Has the settle period passed (does this node own targets)?
     pub fn is_settled(&self) -> bool {
         self.settled

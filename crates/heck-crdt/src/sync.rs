@@ -81,7 +81,7 @@ pub enum Effect<P, K: Ord, V> {
 }
 
 /// Counters, for metrics and the benchmark.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     /// Transfers sent (or resent) that carried buffered groups.
     pub deltas_sent: u64,

@@ -524,11 +524,20 @@ fn control(
             ),
         );
     }
+    if req.method() == http::Method::GET && path == "/fleet/hits" {
+        // Requests per target, in index order: how a test counts checks per target.
+        let hits: Vec<u64> = state
+            .targets
+            .iter()
+            .map(|t| t.hits.load(Ordering::Relaxed))
+            .collect();
+        return reply(200, format!("{hits:?}\n"));
+    }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let (["fleet", index, action], &http::Method::POST) = (parts.as_slice(), req.method()) else {
         return reply(
             404,
-            "{\"error\":\"use POST /fleet/{i}/healthy|unhealthy|latency?ms=N or GET /fleet\"}\n"
+            "{\"error\":\"use POST /fleet/{i}/healthy|unhealthy|latency?ms=N, GET /fleet or GET /fleet/hits\"}\n"
                 .into(),
         );
     };

@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Command, Shared, registry};
+use crate::{Command, Shared, membership, registry};
 
 /// Largest accepted request body.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -403,6 +403,12 @@ impl Iterator for TargetPages {
         let mut finished = true;
         {
             let reg = self.shared.registry();
+            // Lock order: registry, then cluster (see membership.rs).
+            let cluster = self
+                .shared
+                .cluster
+                .as_ref()
+                .map(|c| membership::lock(&c.core));
             let mut last = None;
             for e in reg.iter_after(self.after.as_ref()) {
                 if self.remaining == 0 {
@@ -414,14 +420,18 @@ impl Iterator for TargetPages {
                 }
                 scanned += 1;
                 last = Some(&e.spec.name);
-                if self.filter.is_some_and(|f| e.state.status() != f) {
+                if self.filter.is_some_and(|f| e.status() != f) {
                     continue;
                 }
                 if self.part == ListPart::Items {
                     out.push(b',');
                 }
+                let mut view = e.view();
+                if let Some(cluster) = &cluster {
+                    with_answer(&mut view, cluster.answer(&e.spec.name));
+                }
                 // A view is plain strings and numbers: serializing it cannot fail.
-                let _ = serde_json::to_writer(&mut out, &e.view());
+                let _ = serde_json::to_writer(&mut out, &view);
                 self.part = ListPart::Items;
                 written += 1;
                 self.remaining -= 1;
@@ -438,6 +448,46 @@ impl Iterator for TargetPages {
     }
 }
 
+/// Show the cluster's answer in a target's view: the status every node answers, with who
+/// checks it and who said so. The last check (latency, error) stays this node's own: per-check
+/// detail is not replicated, so it is present only where this node checked the target.
+fn with_answer(view: &mut registry::TargetView, answer: Option<&heck_cluster::Answer>) {
+    let Some(a) = answer else {
+        view.cluster = Some(registry::ClusterView {
+            owner: None,
+            observer: None,
+            observed_at: None,
+            contested: false,
+        });
+        return;
+    };
+    view.status = a.status;
+    if let Some(since) = a.since {
+        view.since = registry::rfc3339(since);
+    }
+    (view.consecutive_failures, view.consecutive_successes) = a.consecutive;
+    view.cluster = Some(registry::ClusterView {
+        owner: a.owner.as_ref().map(|o| o.to_string()),
+        observer: a.observer.as_ref().map(|o| o.to_string()),
+        observed_at: a
+            .observed_at
+            .map(|d| registry::rfc3339(std::time::UNIX_EPOCH + d)),
+        contested: a.contested,
+    });
+}
+
+/// A target's view, with the cluster's answer in a cluster.
+fn view_of(shared: &Shared, entry: &registry::Entry) -> registry::TargetView {
+    let mut view = entry.view();
+    if let Some(c) = &shared.cluster {
+        with_answer(
+            &mut view,
+            membership::lock(&c.core).answer(&entry.spec.name),
+        );
+    }
+    view
+}
+
 fn not_found(name: &str) -> ApiError {
     ApiError(StatusCode::NOT_FOUND, format!("no target named {name:?}"))
 }
@@ -450,7 +500,7 @@ async fn get_target(
     let key = TargetName::new(name.clone()).map_err(|_| not_found(&name))?;
     let reg = shared.registry();
     reg.get(&key)
-        .map(|e| Json(e.view()))
+        .map(|e| Json(view_of(&shared, e)))
         .ok_or_else(|| not_found(&name))
 }
 
@@ -473,6 +523,9 @@ async fn add_target(
         .prepare(&spec)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     let name = spec.name.clone();
+    if let Some(cluster) = &shared.cluster {
+        return add_to_cluster(&shared, cluster, input, &name).await;
+    }
     let view = {
         let mut reg = shared.registry();
         if reg.get(&name).is_some() {
@@ -499,6 +552,42 @@ async fn add_target(
         .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "target vanished".into()))
 }
 
+/// `POST /v1/targets` in a cluster: the target is written to the replicated store (every node
+/// learns it; its owner checks it); this node's registry has it when the answer comes back.
+async fn add_to_cluster(
+    shared: &Shared,
+    cluster: &crate::ClusterLink,
+    input: TargetInput,
+    name: &TargetName,
+) -> Result<(StatusCode, Json<registry::TargetView>), ApiError> {
+    if shared.registry().get(name).is_some() {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("a target named {:?} exists", name.as_str()),
+        ));
+    }
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let shutting_down = || {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "agent is shutting down".into(),
+        )
+    };
+    cluster
+        .inputs
+        .send(membership::Input::Add { input, reply })
+        .await
+        .map_err(|_| shutting_down())?;
+    answer
+        .await
+        .map_err(|_| shutting_down())?
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let reg = shared.registry();
+    reg.get(name)
+        .map(|e| (StatusCode::CREATED, Json(view_of(shared, e))))
+        .ok_or_else(|| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "target vanished".into()))
+}
+
 async fn remove_target(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -507,6 +596,25 @@ async fn remove_target(
     authorize(&shared, &headers)?;
     let Path(name) = path?;
     let key = TargetName::new(name.clone()).map_err(|_| not_found(&name))?;
+    if let Some(cluster) = &shared.cluster {
+        // A tombstone in the replicated store: deleted on every node, config file or not.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let shutting_down = || {
+            ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "agent is shutting down".into(),
+            )
+        };
+        cluster
+            .inputs
+            .send(membership::Input::Remove { target: key, reply })
+            .await
+            .map_err(|_| shutting_down())?;
+        return match answer.await.map_err(|_| shutting_down())? {
+            Ok(()) => Ok(StatusCode::NO_CONTENT),
+            Err(_) => Err(not_found(&name)),
+        };
+    }
     let removed = {
         let mut reg = shared.registry();
         let entry = reg.remove(&key).ok_or_else(|| not_found(&name))?;
@@ -589,6 +697,23 @@ struct GossipInfo {
     /// The stream transport: traffic per channel, rejects by reason, drops by cause.
     #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<heck_stream::Stats>,
+    /// SWIM datagrams and bytes, sent and received (sealed sizes).
+    swim_traffic: SwimTraffic,
+    /// Sync messages not sent (no live member there, or the stream refused them).
+    sync_unsent: u64,
+    /// Check results the cluster driver had no room for (reported again at the next check).
+    checks_dropped: u64,
+    /// The cluster: owned targets, members, contested answers, deltas pending, decisions and
+    /// anti-entropy counters (refreshed every second).
+    cluster: membership::ClusterCounts,
+}
+
+#[derive(Serialize)]
+struct SwimTraffic {
+    sent: u64,
+    sent_bytes: u64,
+    received: u64,
+    received_bytes: u64,
 }
 
 async fn node(State(shared): State<Arc<Shared>>) -> Json<NodeInfo> {
@@ -617,6 +742,30 @@ async fn node(State(shared): State<Arc<Shared>>) -> Json<NodeInfo> {
             swim: v.swim_stats(),
             push_pull: v.push_pull_stats(),
             stream: v.stream_stats(),
+            swim_traffic: SwimTraffic {
+                sent: v.stats.swim_sent.load(std::sync::atomic::Ordering::Relaxed),
+                sent_bytes: v
+                    .stats
+                    .swim_sent_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                received: v
+                    .stats
+                    .swim_received
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                received_bytes: v
+                    .stats
+                    .swim_received_bytes
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            },
+            sync_unsent: v
+                .stats
+                .sync_unsent
+                .load(std::sync::atomic::Ordering::Relaxed),
+            checks_dropped: v
+                .stats
+                .checks_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            cluster: v.cluster_counts(),
         }),
     })
 }

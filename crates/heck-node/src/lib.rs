@@ -24,6 +24,7 @@
 //!   task never waits on a full channel;
 //! * a result for a target removed (or removed and re-added) while its check ran is dropped: the
 //!   registry's generation tells.
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -105,6 +106,9 @@ pub enum NodeError {
     /// Two initial targets share a name.
     #[error("duplicate target name {0:?}")]
     Duplicate(String),
+    /// The cluster's configuration is unusable.
+    #[error(transparent)]
+    Cluster(heck_cluster::ClusterError),
 }
 
 /// A status transition, as the event stream sends it.
@@ -118,15 +122,38 @@ pub struct Event {
     pub to: Status,
     /// When (RFC 3339).
     pub at: String,
-    /// The deciding check's failure detail, if it failed.
+    /// The deciding check's failure detail, if it failed (in a cluster: when this node made
+    /// the check; per-check detail is not replicated).
     pub detail: Option<String>,
+    /// In a cluster: the node whose check decided it (every node sends every transition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observer: Option<String>,
+    /// In a cluster: the answer rests on concurrent observations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contested: Option<bool>,
 }
 
-/// Asks the driver to (un)schedule a target the API added or removed.
+/// Asks a shard's driver to (un)schedule a target: the API added or removed it (a single
+/// agent), or the cluster made this node its owner or took it away.
 #[derive(Debug)]
 enum Command {
     Schedule(TargetName),
     Unschedule(TargetName),
+    /// Check it from now on, first at `first_due` (its slot on the phase grid); its check
+    /// state is already in the registry. Already owned: keep the schedule.
+    Own(TargetName, Duration),
+    /// Stop checking it (a check running now finishes, and is not reported).
+    Disown(TargetName),
+}
+
+/// The cluster, as the rest of the agent sees it: its core (read by the API) and the driver's
+/// input queue.
+#[derive(Debug)]
+pub(crate) struct ClusterLink {
+    core: membership::SharedCluster,
+    inputs: mpsc::Sender<membership::Input>,
+    /// This node's name (an event's detail is known only for its own checks).
+    me: heck_check::NodeName,
 }
 
 /// State shared by the driver and the API handlers.
@@ -160,6 +187,8 @@ struct Shared {
     prober: Prober,
     /// Cluster membership as the gossip task sees it, when the agent gossips.
     members: Option<Arc<membership::MembershipView>>,
+    /// The cluster, when the agent gossips (version 2).
+    cluster: Option<ClusterLink>,
     /// Bounds on API clients.
     api_limits: ApiLimits,
     /// One permit per SSE subscriber (`api_limits.max_subscribers`).
@@ -177,13 +206,97 @@ impl Shared {
     /// is gone, that is when the agent is shutting down.
     async fn command(&self, command: Command) -> Result<(), ()> {
         let name = match &command {
-            Command::Schedule(n) | Command::Unschedule(n) => n,
+            Command::Schedule(n)
+            | Command::Unschedule(n)
+            | Command::Own(n, _)
+            | Command::Disown(n) => n,
         };
         let shard = shard_of(registry::key_hash(name), self.commands.len());
         match self.commands.get(shard) {
             Some(tx) => tx.send(command).await.map_err(|_| ()),
             None => Err(()),
         }
+    }
+}
+
+/// What the cluster driver does to the agent (`membership::Driver::apply`).
+impl Shared {
+    /// Own `target`: continue from `state`, first check at `first_due`.
+    async fn own(&self, target: TargetName, state: heck_check::CheckState, first_due: Duration) {
+        if self.registry().set_state(&target, state) {
+            // Fails only at shutdown.
+            let _ = self.command(Command::Own(target, first_due)).await;
+        }
+    }
+
+    /// Stop checking `target`.
+    async fn disown(&self, target: TargetName) {
+        let _ = self.command(Command::Disown(target)).await;
+    }
+
+    /// A target was added or changed, through any node's API.
+    fn target_updated(&self, spec: TargetSpec) {
+        let replaced = {
+            let mut reg = self.registry();
+            let replaced = reg.upsert(spec, SystemTime::now());
+            self.metrics.targets(reg.counts());
+            replaced
+        };
+        if let Some(old) = replaced {
+            self.prober.forget(&old);
+        }
+    }
+
+    /// A target was deleted, through any node's API.
+    async fn target_removed(&self, target: TargetName) {
+        let removed = {
+            let mut reg = self.registry();
+            let removed = reg.remove(&target);
+            self.metrics.targets(reg.counts());
+            removed
+        };
+        if let Some(entry) = removed {
+            self.prober.forget(&entry.spec);
+        }
+        let _ = self.command(Command::Disown(target)).await;
+    }
+
+    /// The cluster's answer for `target` is `answer`: the registry shows it, and a change of
+    /// status is an event (with its observer), on every node.
+    fn answered(&self, target: &TargetName, answer: &heck_cluster::Answer) {
+        let me = self.cluster.as_ref().map(|c| &c.me);
+        let (old, detail) = {
+            let mut reg = self.registry();
+            let Some(old) = reg.set_answer(target, answer.status) else {
+                return;
+            };
+            if old != answer.status {
+                self.metrics.targets(reg.counts());
+            }
+            // Per-check detail is not replicated: only the observer itself has it.
+            let detail = (answer.status == Status::Unhealthy && answer.observer.as_ref() == me)
+                .then(|| reg.get(target).and_then(|e| e.last.as_ref()))
+                .flatten()
+                .and_then(|l| l.outcome.detail.clone());
+            (old, detail)
+        };
+        if old == answer.status {
+            return;
+        }
+        self.metrics.transition(answer.status);
+        tracing::info!(target = %target, from = %old, to = %answer.status, observer = ?answer.observer.as_ref().map(|o| o.as_str()), "status changed");
+        let at = answer
+            .observed_at
+            .map_or_else(SystemTime::now, |d| SystemTime::UNIX_EPOCH + d);
+        let _ = self.events.send(Event {
+            target: target.to_string(),
+            from: old,
+            to: answer.status,
+            at: registry::rfc3339(at),
+            detail,
+            observer: answer.observer.as_ref().map(|o| o.to_string()),
+            contested: Some(answer.contested),
+        });
     }
 }
 
@@ -250,6 +363,27 @@ pub async fn run(
     let members = gossip
         .as_ref()
         .map(|_| Arc::new(membership::MembershipView::default()));
+    // Version 2: the cluster decides which targets this node checks.
+    let cluster = match &config.membership {
+        Some(m) => {
+            let core =
+                membership::new_cluster(m, config.targets.clone()).map_err(NodeError::Cluster)?;
+            let (tx, rx) = mpsc::channel(membership::INPUT_QUEUE);
+            Some((
+                ClusterLink {
+                    core: Arc::new(Mutex::new(core)),
+                    inputs: tx,
+                    me: m.node_name.clone(),
+                },
+                rx,
+            ))
+        }
+        None => None,
+    };
+    let (cluster, cluster_inputs) = match cluster {
+        Some((link, rx)) => (Some(link), Some(rx)),
+        None => (None, None),
+    };
 
     let max_in_flight = config.max_in_flight.max(1);
     // No more shards than in-flight slots: each shard needs one, and their sum is the bound.
@@ -257,9 +391,14 @@ pub async fn run(
     let (commands, command_rxs): (Vec<_>, Vec<_>) =
         (0..shards).map(|_| mpsc::channel(1024)).unzip();
     let (events, _) = broadcast::channel(EVENT_BUFFER);
-    let registry = Arc::new(Mutex::new(Registry::default()));
+    let clustered = cluster.is_some();
+    let registry = Arc::new(Mutex::new(if clustered {
+        Registry::clustered()
+    } else {
+        Registry::default()
+    }));
     let shared = Arc::new(Shared {
-        metrics: Arc::new(metrics::Metrics::new(registry.clone())),
+        metrics: Arc::new(metrics::Metrics::new(registry.clone(), clustered)),
         registry,
         events,
         commands,
@@ -272,20 +411,27 @@ pub async fn run(
         shutdown: shutdown.clone(),
         prober: Prober::new()?,
         members: members.clone(),
+        cluster,
         api_limits: config.api,
         subscribers: Arc::new(tokio::sync::Semaphore::new(config.api.max_subscribers)),
     });
     load_targets(&shared, config.targets)?;
     let drivers = start_shards(&shared, command_rxs, max_in_flight).await?;
-    let gossiper = match (config.membership, gossip, members) {
-        (Some(m), Some(socket), Some(view)) => {
-            tracing::info!(node = %m.node_name, gossip = %m.gossip_addr, "membership on");
-            Some(tokio::spawn(membership::run(
-                m,
-                socket,
-                view,
-                shutdown.clone(),
-            )))
+    let gossiper = match (config.membership, gossip, members, cluster_inputs) {
+        (Some(m), Some(socket), Some(view), Some(inputs)) => {
+            tracing::info!(node = %m.node_name, gossip = %m.gossip_addr, "cluster on");
+            let core = shared.cluster.as_ref().map(|c| c.core.clone());
+            core.map(|core| {
+                tokio::spawn(membership::run_node(
+                    m,
+                    socket,
+                    view,
+                    core,
+                    Some(shared.clone()),
+                    inputs,
+                    shutdown.clone(),
+                ))
+            })
         }
         _ => None,
     };
@@ -476,6 +622,20 @@ struct ShardDriver {
     results_tx: mpsc::Sender<CheckResult>,
     /// Once shutdown began: when the driver gives up on checks still running.
     draining: Option<tokio::time::Instant>,
+    /// In a cluster, the targets of this shard that this node owns (the cluster's `Own` and
+    /// `Disown`), and those of them with a check running now; `None` in a single agent,
+    /// which checks every target.
+    owned: Option<Owned>,
+}
+
+/// A shard's owned targets, in a cluster.
+#[derive(Debug, Default)]
+struct Owned {
+    /// Checked by this node now.
+    targets: HashSet<TargetName>,
+    /// With a check running: its result reschedules it (if still owned), so `Own` must not
+    /// schedule it a second time.
+    running: HashSet<TargetName>,
 }
 
 impl ShardDriver {
@@ -485,7 +645,9 @@ impl ShardDriver {
         let (results_tx, results) = mpsc::channel::<CheckResult>(shard.max_in_flight);
         let mut schedule: Schedule<TargetName> = Schedule::new();
         let mut shortest = Duration::MAX;
-        {
+        // In a cluster nothing is checked until the cluster says whose it is (`Own`).
+        let owned = shard.shared.cluster.is_some().then(Owned::default);
+        if owned.is_none() {
             let now = wall();
             let reg = shard.shared.registry();
             let count = shard.count;
@@ -516,6 +678,7 @@ impl ShardDriver {
             in_flight: 0,
             results_tx,
             draining: None,
+            owned,
         };
         (driver, results)
     }
@@ -538,6 +701,9 @@ impl ShardDriver {
             else {
                 continue;
             };
+            if let Some(owned) = self.owned.as_mut() {
+                owned.running.insert(name.clone());
+            }
             // An early start (inside the coalescing window) is no lag: counted on its own.
             if now < due {
                 shared.metrics.early();
@@ -602,20 +768,59 @@ impl ShardDriver {
             Command::Unschedule(name) => {
                 self.schedule.remove(&name);
             }
+            Command::Own(name, first_due) => {
+                let Some(owned) = self.owned.as_mut() else {
+                    return;
+                };
+                let Some(e) = self.shared.registry().get(&name).map(|e| e.spec.clone()) else {
+                    return;
+                };
+                self.shortest = self.shortest.min(e.shortest_interval());
+                owned.targets.insert(name.clone());
+                // Already scheduled or running: a newer record replaced its state, and its
+                // slot on the grid stays.
+                if self.schedule.due_at(&name).is_none() && !owned.running.contains(&name) {
+                    self.schedule.insert_at(name, first_due);
+                }
+            }
+            Command::Disown(name) => {
+                if let Some(owned) = self.owned.as_mut() {
+                    owned.targets.remove(&name);
+                }
+                self.schedule.remove(&name);
+            }
         }
     }
 
-    /// A check finished: rise/fall, metrics, events, and the target's next due time.
+    /// A check finished: rise/fall, metrics, events (in a cluster: the result to the cluster
+    /// driver), and the target's next due time.
     fn on_result(&mut self, r: CheckResult) {
         self.in_flight -= 1;
         let shared = &self.shared;
         shared.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let mut reg = shared.registry();
         let name = r.name;
+        // In a cluster: is it still this node's? A target disowned while its check ran is
+        // neither reported nor rescheduled.
+        let owned = self.owned.as_mut().map(|o| {
+            o.running.remove(&name);
+            o.targets.contains(&name)
+        });
+        if owned == Some(false) {
+            return;
+        }
+        let mut reg = shared.registry();
         let detail = r.outcome.detail.clone();
         shared.metrics.observe_check(&r.outcome);
         let Some((transition, failing)) = reg.record(&name, r.generation, r.at, r.outcome) else {
-            return; // removed or replaced while the check ran
+            // Removed or replaced while the check ran. In a cluster a replaced spec of an owned
+            // target keeps its place on the grid (the cluster does not own it again).
+            if owned == Some(true)
+                && let Some(e) = reg.get(&name)
+            {
+                self.schedule
+                    .insert(name, e.key_hash, e.spec.interval, wall());
+            }
+            return;
         };
         // Same generation, so `r.spec` is the registry's spec.
         let interval = r.spec.next_interval(failing);
@@ -624,6 +829,29 @@ impl ShardDriver {
                 .reschedule(name.clone(), r.key_hash, r.due, interval, wall());
         if rescheduled.skipped > 0 {
             shared.metrics.skipped(rescheduled.skipped);
+        }
+        if let Some(cluster) = &shared.cluster {
+            // The cluster decides what is written and what every node answers; a full queue
+            // only delays that to the target's next check (the cluster writes whenever the
+            // check disagrees with the answer).
+            let state = reg.get(&name).map(|e| e.state.clone());
+            drop(reg);
+            if let Some(state) = state {
+                let at =
+                    r.at.duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default();
+                let input = membership::Input::Check {
+                    target: name,
+                    state,
+                    at,
+                };
+                if cluster.inputs.try_send(input).is_err()
+                    && let Some(view) = &shared.members
+                {
+                    view.stats.checks_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            return;
         }
         if let Some(t) = transition {
             shared.metrics.transition(t.to);
@@ -640,6 +868,8 @@ impl ShardDriver {
                 } else {
                     None
                 },
+                observer: None,
+                contested: None,
             });
         }
     }

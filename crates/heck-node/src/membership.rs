@@ -1,19 +1,31 @@
-//! The membership driver: one task owns a [`heck_swim::Swim`] and a UDP socket, seals and opens
-//! packets with the key ring, delivers timers, and publishes the member list for the API.
+//! The cluster driver: one task owns a [`heck_cluster::Cluster`] (SWIM membership, ownership,
+//! the replicated status store) and its sockets, seals and opens packets with the key ring,
+//! delivers timers, and carries the cluster's effects to the check shards, the registry and the
+//! event stream.
 //!
 //! ```text
-//!   select (biased): shutdown → leave, flush, stop
-//!                    earliest timer due → swim.handle_timer
-//!                    datagram → open (drop + count if bad) → swim.handle_packet
-//!                    a push-pull we started ended → swim.handle_push_pull (its reply)
-//!                    stream frame: push-pull request → reply local_state, then merge
-//!   effects: Send → seal with a fresh 24-byte nonce → send_to;  Schedule → timer heap
-//!            PushPull → spawn the exchange (bounded, see `push_pull`)
-//!            Notify → log, and refresh the published member list and counters
+//!   select (biased): shutdown → leave, flush, final snapshot, stop
+//!                    earliest timer due → cluster.handle_timer (SWIM, sync round, push, settle)
+//!                    datagram → open (drop + count if bad) → cluster.handle_swim
+//!                    a push-pull we started ended → cluster.handle_push_pull (its reply)
+//!                    stream frame: push-pull request → reply push_pull_state, then merge
+//!                                  sync message (CRDT) → decode, sender = handshake? → handle_sync
+//!                    node input: a check result of an owned target → cluster.handle_check
+//!                                an API add/delete → cluster.add_target / remove_target
+//!   effects: Swim → seal with a fresh 24-byte nonce → send_to;  Schedule → timer heap
+//!            PushPull → spawn the exchange (bounded, see `push_pull`);  Sync → stream send
+//!            Own/Disown → the target's shard;  TargetUpdated/Removed → registry
+//!            Changed → the registry's answer, and an event with its observer
 //! ```
 //! The stream transport (`heck_stream`, TCP) listens on the same address and port as the UDP
-//! socket, as memberlist does; push-pull rides on it (module [`push_pull`]). Nothing in this
-//! loop waits on a stream: exchanges run in their own tasks and report back.
+//! socket, as memberlist does; push-pull and the CRDT sync messages ride on it. Nothing in this
+//! loop waits on a stream: exchanges run in their own tasks and report back, sends are queued.
+//!
+//! The decisions are all the cluster's (`heck-cluster`, pure, also run by the simulator); this
+//! module only moves bytes, time and effects. The `Cluster` sits behind a mutex that this task
+//! alone writes; the API reads answers through it. Lock order: registry, then cluster (the API
+//! lists under the registry lock and looks each answer up); this task never holds the cluster
+//! lock while it takes the registry's.
 //!
 //! The gossip address is where the sockets are bound; the advertised address is what this
 //! node tells others (in SWIM and in stream handshakes). Binding `0.0.0.0` needs an explicit
@@ -21,13 +33,16 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
 
-use heck_swim::{Config, Effect, Keyring, Notification, Now, Packet, State, Swim, Timer, wire};
+use heck_check::{CheckState, NodeName, TargetInput, TargetName};
+use heck_cluster::{Cluster, ClusterError, Effect, Identity, MemberEvent, Timer};
+use heck_swim::{Keyring, Now, Packet, State, wire};
 use serde::Serialize;
 use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +55,7 @@ pub use push_pull::{PushPullCounts, PushPullStats};
 #[derive(Debug, Clone)]
 pub struct MembershipConfig {
     /// This node's stable name.
-    pub node_name: String,
+    pub node_name: NodeName,
     /// Address the UDP gossip socket and the TCP stream listener are bound to (may be
     /// `0.0.0.0`).
     pub gossip_addr: SocketAddr,
@@ -49,8 +64,9 @@ pub struct MembershipConfig {
     pub advertise_addr: SocketAddr,
     /// Seeds to join through.
     pub join: Vec<SocketAddr>,
-    /// Protocol parameters (`Config::lan()` or `Config::fast()`).
-    pub swim: Config,
+    /// The cluster's parameters: SWIM's (`lan` or `fast`), the sync rounds, `replicas`,
+    /// weights, and the `[defaults]` that targets added through the API resolve with.
+    pub cluster: heck_cluster::Config,
     /// The key ring (the cluster name is its associated data).
     pub keyring: Keyring,
 }
@@ -72,12 +88,74 @@ pub struct MemberView {
 #[derive(Debug, Default)]
 pub struct TransportStats {
     /// Packets dropped because they did not open (wrong key or cluster, tampered, garbage).
-    pub dropped_bad: std::sync::atomic::AtomicU64,
+    pub dropped_bad: AtomicU64,
     /// Packets that could not be sent.
-    pub send_errors: std::sync::atomic::AtomicU64,
-    /// Stream frames on a channel the agent does not serve (the CRDT channel: `heck kv` runs
-    /// it, not the agent).
-    pub stream_unhandled: std::sync::atomic::AtomicU64,
+    pub send_errors: AtomicU64,
+    /// Stream frames on a channel this node does not serve, or sync messages that did not
+    /// decode or named a sender other than the authenticated peer.
+    pub stream_unhandled: AtomicU64,
+    /// SWIM datagrams sent, and their bytes (sealed).
+    pub swim_sent: AtomicU64,
+    /// Bytes of SWIM datagrams sent.
+    pub swim_sent_bytes: AtomicU64,
+    /// SWIM datagrams received (opened or not), and their bytes.
+    pub swim_received: AtomicU64,
+    /// Bytes of SWIM datagrams received.
+    pub swim_received_bytes: AtomicU64,
+    /// Sync messages not sent: no live member at the address, or the stream refused (full
+    /// queue, too large).
+    pub sync_unsent: AtomicU64,
+    /// Check results the shards could not hand to this task (its input queue was full); the
+    /// target's next check reports again.
+    pub checks_dropped: AtomicU64,
+}
+
+/// The cluster's state at one moment, for `/v1/node` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClusterCounts {
+    /// Targets this node checks now.
+    pub owned_targets: usize,
+    /// Live members (alive or suspect), this node included.
+    pub live_members: usize,
+    /// Targets that exist in the cluster (the config file's and the API's, minus deletions).
+    pub targets: usize,
+    /// Targets whose answer is contested (concurrent observations).
+    pub contested: usize,
+    /// Delta groups waiting for some peer's acknowledgement.
+    pub deltas_pending: usize,
+    /// Owners per target.
+    pub replicas: usize,
+    /// Settled (owning targets) after joining.
+    pub settled: bool,
+    /// The decisions' counters: writes, reseeds, ignored checks, unroutable sync messages, …
+    pub decisions: DecisionCounts,
+    /// The CRDT replica's anti-entropy counters.
+    pub sync: heck_crdt::Stats,
+}
+
+/// [`heck_cluster::Stats`] as the API shows it.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[allow(missing_docs)]
+pub struct DecisionCounts {
+    pub writes: u64,
+    pub reseeds: u64,
+    pub checks_ignored: u64,
+    pub sync_unroutable: u64,
+    pub sync_bad_sender: u64,
+    pub bad_target_specs: u64,
+}
+
+impl From<heck_cluster::Stats> for DecisionCounts {
+    fn from(s: heck_cluster::Stats) -> Self {
+        DecisionCounts {
+            writes: s.writes,
+            reseeds: s.reseeds,
+            checks_ignored: s.checks_ignored,
+            sync_unroutable: s.sync_unroutable,
+            sync_bad_sender: s.sync_bad_sender,
+            bad_target_specs: s.bad_target_specs,
+        }
+    }
 }
 
 /// What the API reads.
@@ -90,6 +168,8 @@ pub struct MembershipView {
     pub push_pull: PushPullStats,
     /// SWIM's own counters, as of the last batch of effects.
     swim: Mutex<heck_swim::Stats>,
+    /// The cluster's counters, refreshed every second.
+    cluster: Mutex<ClusterCounts>,
     /// The stream transport, once started (for its counters).
     stream: Mutex<Option<heck_stream::Stream>>,
 }
@@ -105,6 +185,11 @@ impl MembershipView {
     /// (periodic and join).
     pub fn swim_stats(&self) -> heck_swim::Stats {
         self.swim.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// The cluster's counters as of the last refresh (every second).
+    pub fn cluster_counts(&self) -> ClusterCounts {
+        self.cluster.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The push-pull counters at this moment.
@@ -131,27 +216,68 @@ fn state_name(s: State) -> &'static str {
     }
 }
 
-fn publish(swim: &Swim<SocketAddr>, view: &MembershipView) {
-    let me = swim.me();
-    let mut list = vec![MemberView {
-        name: me.name.clone(),
-        addr: me.addr.to_string(),
-        state: state_name(me.state),
-        incarnation: me.incarnation,
-    }];
-    list.extend(swim.members().map(|m| MemberView {
-        name: m.name.clone(),
-        addr: m.addr.to_string(),
-        state: state_name(m.state),
-        incarnation: m.incarnation,
-    }));
-    if let Ok(mut m) = view.members.lock() {
-        *m = list;
-    }
-    if let Ok(mut s) = view.swim.lock() {
-        *s = swim.stats();
-    }
+/// The cluster a node runs, shared by its driver (the only writer) and the API (readers).
+pub type SharedCluster = Arc<Mutex<Cluster<SocketAddr>>>;
+
+/// Lock the cluster. A poisoned lock means a panic mid-call; the pure core's state is still
+/// a consistent value between calls, so keep serving.
+pub fn lock(cluster: &SharedCluster) -> MutexGuard<'_, Cluster<SocketAddr>> {
+    cluster.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Build this node's cluster core from its config and the config file's targets. The SWIM
+/// incarnation is the start time in milliseconds (above any this name used before, so a
+/// restarted node is newer than its own death); the CRDT epoch is 64 random bits (a restarted
+/// node never reuses a dot).
+pub fn new_cluster(
+    config: &MembershipConfig,
+    targets: Vec<heck_check::TargetSpec>,
+) -> Result<Cluster<SocketAddr>, ClusterError> {
+    let incarnation = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64);
+    let seed = getrandom::u64().unwrap_or(incarnation);
+    let epoch = getrandom::u64().unwrap_or(seed ^ incarnation);
+    Cluster::new(
+        config.cluster.clone(),
+        Identity {
+            name: config.node_name.clone(),
+            addr: config.advertise_addr,
+            incarnation,
+            epoch,
+            seed,
+        },
+        targets,
+    )
+}
+
+/// What the rest of the agent asks of the cluster driver.
+#[derive(Debug)]
+pub(crate) enum Input {
+    /// An owned target was checked; `state` is its check state after the result.
+    Check {
+        target: TargetName,
+        state: CheckState,
+        at: Duration,
+    },
+    /// `POST /v1/targets`: add (or change) a target everywhere.
+    Add {
+        input: TargetInput,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// `DELETE /v1/targets/{name}`: delete it everywhere.
+    Remove {
+        target: TargetName,
+        reply: oneshot::Sender<Result<(), ClusterError>>,
+    },
+}
+
+/// Check results queued for the driver at most: a shard's result never waits for it. At
+/// 100,000 targets every 10 s that is close to a second of results.
+pub(crate) const INPUT_QUEUE: usize = 8192;
+
+/// How often the published counters are refreshed.
+const COUNTS_EVERY: Duration = Duration::from_secs(1);
 
 /// The sockets of one member: UDP for SWIM, TCP for the stream transport, on one port.
 #[derive(Debug)]
@@ -185,52 +311,65 @@ fn clock(start: Instant) -> Now {
     }
 }
 
-/// Run membership until `shutdown`; then leave gracefully.
+/// Run membership alone (a cluster with no targets) until `shutdown`; then leave gracefully.
+/// The agent runs [`run_node`]; this is the same loop without a node around it.
 pub async fn run(
     config: MembershipConfig,
     sockets: Sockets,
     view: Arc<MembershipView>,
     shutdown: CancellationToken,
 ) {
-    let stream = heck_stream::Stream::start(
-        heck_stream::Config::new(config.node_name.clone(), config.advertise_addr),
-        config.keyring.clone(),
-        sockets.tcp,
-        shutdown.clone(),
-    );
-    // Without the stream, SWIM still runs over UDP: joins learn a sample of members per join
-    // reply and there is no anti-entropy (push-pulls are counted as failed).
-    let (push_pulls, incoming) = match stream {
-        Ok((stream, incoming)) => {
-            if let Ok(mut s) = view.stream.lock() {
-                *s = Some(stream.clone());
-            }
-            (Some(PushPulls::new(stream)), Some(incoming))
-        }
-        Err(e) => {
-            tracing::error!(%e, "stream transport not started: no push-pull");
-            (None, None)
-        }
-    };
-    let incarnation = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(1, |d| d.as_millis() as u64);
-    let seed = getrandom::u64().unwrap_or(incarnation);
-    let swim = match Swim::new(
-        config.node_name.clone(),
-        config.advertise_addr,
-        incarnation,
-        config.swim,
-        seed,
-    ) {
-        Ok(swim) => swim,
+    let cluster = match new_cluster(&config, Vec::new()) {
+        Ok(c) => Arc::new(Mutex::new(c)),
         Err(e) => {
             tracing::error!(%e, "membership not started");
             return;
         }
     };
-    let mut driver = MembershipDriver {
-        swim,
+    let (_inputs, rx) = mpsc::channel(1);
+    run_node(config, sockets, view, cluster, None, rx, shutdown).await;
+}
+
+/// Run the cluster driver until `shutdown`; then leave gracefully. `node` receives the
+/// effects on targets (none when membership runs alone); `inputs` brings check results and
+/// API requests.
+pub(crate) async fn run_node(
+    config: MembershipConfig,
+    sockets: Sockets,
+    view: Arc<MembershipView>,
+    cluster: SharedCluster,
+    node: Option<Arc<crate::Shared>>,
+    inputs: mpsc::Receiver<Input>,
+    shutdown: CancellationToken,
+) {
+    let stream = heck_stream::Stream::start(
+        heck_stream::Config::new(config.node_name.to_string(), config.advertise_addr),
+        config.keyring.clone(),
+        sockets.tcp,
+        shutdown.clone(),
+    );
+    // Without the stream, SWIM still runs over UDP: joins learn a sample of members per join
+    // reply, there is no anti-entropy (push-pulls are counted as failed) and no replicated
+    // status (sync messages are counted as unsent).
+    let (stream, push_pulls, incoming) = match stream {
+        Ok((stream, incoming)) => {
+            if let Ok(mut s) = view.stream.lock() {
+                *s = Some(stream.clone());
+            }
+            (
+                Some(stream.clone()),
+                Some(PushPulls::new(stream)),
+                Some(incoming),
+            )
+        }
+        Err(e) => {
+            tracing::error!(%e, "stream transport not started: no push-pull, no replication");
+            (None, None, None)
+        }
+    };
+    let mut driver = Driver {
+        cluster,
+        node,
         socket: sockets.udp,
         keyring: config.keyring,
         view,
@@ -238,44 +377,58 @@ pub async fn run(
         seq: 0,
         start: Instant::now(),
         push_pulls,
+        stream,
     };
-    driver.run(config.join, incoming, shutdown).await;
+    driver.run(config.join, incoming, inputs, shutdown).await;
 }
 
-/// The one task that owns the SWIM state machine and everything it drives.
-struct MembershipDriver {
-    swim: Swim<SocketAddr>,
+/// The one task that owns the cluster core and everything it drives.
+struct Driver {
+    /// The decisions; written only here.
+    cluster: SharedCluster,
+    /// The agent around the cluster: registry, shards, events, metrics. `None` when
+    /// membership runs alone.
+    node: Option<Arc<crate::Shared>>,
     /// The UDP gossip socket (SWIM's probes, acks, joins and gossip).
     socket: UdpSocket,
     /// Seals and opens datagrams (the stream has its own copy).
     keyring: Keyring,
     /// What the API reads: refreshed after every batch of effects.
     view: Arc<MembershipView>,
-    /// Pending SWIM timers, earliest first; `seq` breaks ties in scheduling order.
+    /// Pending timers, earliest first; `seq` breaks ties in scheduling order.
     timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
     seq: u64,
-    /// The origin of SWIM's monotonic clock.
+    /// The origin of the monotonic clock.
     start: Instant,
     /// Push-pulls this node started; `None` if the stream transport did not start.
     push_pulls: Option<PushPulls>,
+    /// The stream transport, for sync messages.
+    stream: Option<heck_stream::Stream>,
 }
 
-impl MembershipDriver {
+impl Driver {
+    fn cluster(&self) -> MutexGuard<'_, Cluster<SocketAddr>> {
+        lock(&self.cluster)
+    }
+
     async fn run(
         &mut self,
         seeds: Vec<SocketAddr>,
         mut incoming: Option<heck_stream::Incoming>,
+        mut inputs: mpsc::Receiver<Input>,
         shutdown: CancellationToken,
     ) {
         let mut buf = vec![0u8; wire::MAX_PACKET + 1];
-        let effects = self.swim.start(clock(self.start), seeds);
+        let effects = self.cluster().start(clock(self.start), seeds);
         self.apply(effects).await;
+        let mut counts = tokio::time::interval(COUNTS_EVERY);
+        counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = self.timers.peek().map(|Reverse((at, _, _))| *at);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    let effects = self.swim.leave(clock(self.start));
+                    let effects = self.cluster().leave(clock(self.start));
                     self.apply(effects).await;
                     return;
                 }
@@ -300,6 +453,8 @@ impl MembershipDriver {
                     // The transport shut down (only with `shutdown`, handled above).
                     None => incoming = None,
                 },
+                Some(input) = inputs.recv() => self.on_input(input).await,
+                _ = counts.tick() => self.publish_counts(),
             }
         }
     }
@@ -318,37 +473,63 @@ impl MembershipDriver {
             }
         }
         for t in due {
-            let effects = self.swim.handle_timer(clock(self.start), t);
+            let effects = self.cluster().handle_timer(clock(self.start), t);
             self.apply(effects).await;
         }
     }
 
     async fn on_datagram(&mut self, bytes: &[u8], from: SocketAddr) {
+        let stats = &self.view.stats;
+        stats.swim_received.fetch_add(1, Ordering::Relaxed);
+        stats
+            .swim_received_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         match self.keyring.open::<Packet<SocketAddr>>(bytes) {
             Ok(packet) => {
-                let effects = self.swim.handle_packet(clock(self.start), packet);
+                let effects = self.cluster().handle_swim(clock(self.start), packet);
                 self.apply(effects).await;
             }
             Err(e) => {
-                self.view.stats.dropped_bad.fetch_add(1, Ordering::Relaxed);
+                stats.dropped_bad.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%from, %e, "dropped a gossip packet");
             }
         }
     }
 
-    /// A peer's frame. A push-pull request is answered with our state as it was *before* its
-    /// state is merged (memberlist's order: both sides then hold the union, and our reply does
-    /// not echo its own news back), then merged.
+    /// A peer's frame: a push-pull request, or a sync message.
     async fn on_stream_frame(&mut self, frame: heck_stream::Inbound) {
-        let stats = &self.view.push_pull;
-        if frame.channel != heck_stream::Channel::PushPull {
-            // The agent runs no CRDT; `heck kv` does, on its own port.
-            self.view
-                .stats
-                .stream_unhandled
-                .fetch_add(1, Ordering::Relaxed);
+        match frame.channel {
+            heck_stream::Channel::PushPull => self.on_push_pull_request(frame).await,
+            heck_stream::Channel::Crdt => self.on_sync(frame).await,
+        }
+    }
+
+    /// A sync message: decoded (bounded, never panics), and accepted only from the node the
+    /// stream's handshake proved.
+    async fn on_sync(&mut self, frame: heck_stream::Inbound) {
+        let unhandled = &self.view.stats.stream_unhandled;
+        let msg = match heck_cluster::decode(&frame.bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                unhandled.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %frame.from.name, %e, "sync message dropped");
+                return;
+            }
+        };
+        if msg.from.as_str() != frame.from.name {
+            unhandled.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(peer = %frame.from.name, claimed = %msg.from, "sync message from the wrong sender dropped");
             return;
         }
+        let effects = self.cluster().handle_sync(clock(self.start), msg);
+        self.apply(effects).await;
+    }
+
+    /// A push-pull request is answered with our state as it was *before* its state is merged
+    /// (memberlist's order: both sides then hold the union, and our reply does not echo its own
+    /// news back), then merged.
+    async fn on_push_pull_request(&mut self, frame: heck_stream::Inbound) {
+        let stats = &self.view.push_pull;
         let Some(reply) = frame.reply else {
             // A push-pull is always a request: a one-way frame is a peer's bug.
             stats.refused(push_pull::Refused::Malformed);
@@ -362,7 +543,8 @@ impl MembershipDriver {
                 return;
             }
         };
-        match postcard::to_allocvec(&self.swim.local_state()) {
+        let state = self.cluster().push_pull_state();
+        match postcard::to_allocvec(&state) {
             Ok(bytes) => {
                 if let Err(e) = reply.send(bytes) {
                     stats.reply_failed.fetch_add(1, Ordering::Relaxed);
@@ -374,9 +556,9 @@ impl MembershipDriver {
             }
         }
         stats.served.fetch_add(1, Ordering::Relaxed);
-        let effects = self
-            .swim
-            .handle_push_pull(clock(self.start), request.state, request.join);
+        let effects =
+            self.cluster()
+                .handle_push_pull(clock(self.start), request.state, request.join);
         self.apply(effects).await;
     }
 
@@ -386,9 +568,9 @@ impl MembershipDriver {
             Ok(state) => {
                 stats.succeeded.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(peer = %state.from, members = state.members.len(), join = outcome.join, "push-pull");
-                let effects = self
-                    .swim
-                    .handle_push_pull(clock(self.start), state, outcome.join);
+                let effects =
+                    self.cluster()
+                        .handle_push_pull(clock(self.start), state, outcome.join);
                 self.apply(effects).await;
             }
             Err(e) => {
@@ -402,92 +584,249 @@ impl MembershipDriver {
         }
     }
 
+    /// A check result or an API request.
+    async fn on_input(&mut self, input: Input) {
+        let now = clock(self.start);
+        match input {
+            Input::Check { target, state, at } => {
+                // `observed_at` is when the check ran, not when this task got to it.
+                let now = Now { wall: at, ..now };
+                let effects = self.cluster().handle_check(now, &target, &state);
+                self.apply(effects).await;
+            }
+            Input::Add { input, reply } => {
+                let result = self.cluster().add_target(now, input);
+                match result {
+                    Ok(effects) => {
+                        self.apply(effects).await;
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+            Input::Remove { target, reply } => {
+                let result = self.cluster().remove_target(now, &target);
+                match result {
+                    Ok(effects) => {
+                        self.apply(effects).await;
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+        }
+    }
+
     /// Start the exchange `Effect::PushPull` asks for, without waiting for it.
     fn push_pull(&mut self, to: SocketAddr, join: bool) {
         let stats = &self.view.push_pull;
-        let Some(push_pulls) = self.push_pulls.as_mut() else {
+        if self.push_pulls.is_none() {
             stats.failed.fetch_add(1, Ordering::Relaxed);
             return;
-        };
+        }
         // A periodic partner is an alive member: its name is known, and the handshake checks
         // it. A seed is an address only, and whoever answers there is the one to join through
         // (a member we knew there may have restarted under another name): its name comes
         // from the handshake.
-        let name = if join {
-            None
-        } else {
-            self.swim
-                .members()
-                .find(|m| m.addr == to && m.state == State::Alive)
-                .map(|m| m.name.clone())
+        let (name, state) = {
+            let cluster = self.cluster();
+            let name = if join {
+                None
+            } else {
+                cluster
+                    .member_records()
+                    .skip(1)
+                    .find(|m| m.addr == to && m.state == State::Alive)
+                    .map(|m| m.name.clone())
+            };
+            (name, cluster.push_pull_state())
         };
-        if !push_pulls.start(to, name, join, self.swim.local_state()) {
+        let started = self
+            .push_pulls
+            .as_mut()
+            .is_some_and(|p| p.start(to, name, join, state));
+        if !started {
             stats.skipped_busy.fetch_add(1, Ordering::Relaxed);
         }
     }
 
+    /// Queue a sync message for the live member at `to` (the stream proves its name).
+    fn sync(&self, to: SocketAddr, msg: &heck_cluster::SyncMsg) {
+        let unsent = &self.view.stats.sync_unsent;
+        let name = self.cluster().live_member_at(&to).map(str::to_owned);
+        let (Some(stream), Some(name)) = (self.stream.as_ref(), name) else {
+            unsent.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let peer = heck_stream::Peer { name, addr: to };
+        if let Err(e) = stream.send(&peer, heck_stream::Channel::Crdt, heck_cluster::encode(msg)) {
+            unsent.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%to, %e, "sync message not sent");
+        }
+    }
+
     async fn apply(&mut self, effects: Vec<Effect<SocketAddr>>) {
+        // Targets whose answer this batch may have changed without a `Changed` (a target that
+        // arrived with its status): their registry answer is refreshed at the end.
+        let mut touched = Vec::new();
         for e in effects {
             match e {
-                Effect::Send { to, packet } => self.send(to, &packet).await,
+                Effect::Swim { to, packet } => self.send(to, &packet).await,
                 Effect::PushPull { to, join } => self.push_pull(to, join),
+                Effect::Sync { to, msg } => self.sync(to, &msg),
                 Effect::Schedule { after, timer } => {
                     self.seq += 1;
                     self.timers
                         .push(Reverse((Instant::now() + after, self.seq, timer)));
                 }
-                Effect::Notify(n) => notify(n),
+                Effect::Own {
+                    target,
+                    state,
+                    first_due,
+                } => {
+                    if let Some(node) = &self.node {
+                        node.own(target, state, first_due).await;
+                    }
+                }
+                Effect::Disown { target } => {
+                    if let Some(node) = &self.node {
+                        node.disown(target).await;
+                    }
+                }
+                Effect::TargetUpdated { spec } => {
+                    if let Some(node) = &self.node {
+                        touched.push(spec.name.clone());
+                        node.target_updated(spec);
+                    }
+                }
+                Effect::TargetRemoved { target } => {
+                    if let Some(node) = &self.node {
+                        node.target_removed(target).await;
+                    }
+                }
+                Effect::Changed { target, answer } => {
+                    if let Some(node) = &self.node {
+                        node.answered(&target, &answer);
+                    }
+                }
+                Effect::ClockSkew { from, skew_ms } => clock_skew(&from, skew_ms),
+                Effect::Member { name, event } => match event {
+                    MemberEvent::Live => tracing::info!(member = %name, "member up"),
+                    MemberEvent::Suspect => tracing::info!(member = %name, "member suspect"),
+                    MemberEvent::Gone => tracing::warn!(member = %name, "member down"),
+                },
             }
         }
-        // Cheap (a few hundred members at most) and covers changes without a notification
-        // too, like our own incarnation after a refutation.
-        publish(&self.swim, &self.view);
+        if let (Some(node), false) = (&self.node, touched.is_empty()) {
+            let answers: Vec<_> = {
+                let cluster = self.cluster();
+                touched
+                    .into_iter()
+                    .filter_map(|t| cluster.answer(&t).cloned().map(|a| (t, a)))
+                    .collect()
+            };
+            for (t, a) in answers {
+                node.answered(&t, &a);
+            }
+        }
+        self.publish();
+    }
+
+    /// Refresh the member list the API shows. Cheap (a few hundred members at most) and
+    /// covers changes without an event too, like our own incarnation after a refutation.
+    fn publish(&self) {
+        let cluster = self.cluster();
+        let list: Vec<MemberView> = cluster
+            .member_records()
+            .map(|m| MemberView {
+                name: m.name.clone(),
+                addr: m.addr.to_string(),
+                state: state_name(m.state),
+                incarnation: m.incarnation,
+            })
+            .collect();
+        if let Ok(mut m) = self.view.members.lock() {
+            *m = list;
+        }
+        if let Ok(mut s) = self.view.swim.lock() {
+            *s = cluster.swim_stats();
+        }
+    }
+
+    /// Refresh the cluster's counters (once a second: counting owned and contested targets
+    /// walks them).
+    fn publish_counts(&self) {
+        let counts = {
+            let cluster = self.cluster();
+            let (sync, deltas_pending) = cluster.sync_stats();
+            ClusterCounts {
+                owned_targets: cluster.owned().count(),
+                live_members: cluster.live_members().count(),
+                targets: cluster.targets().len(),
+                contested: cluster
+                    .targets()
+                    .keys()
+                    .filter(|t| cluster.answer(t).is_some_and(|a| a.contested))
+                    .count(),
+                deltas_pending,
+                replicas: cluster.replicas(),
+                settled: cluster.is_settled(),
+                decisions: cluster.stats().into(),
+                sync,
+            }
+        };
+        if let Some(node) = &self.node {
+            node.metrics.cluster(&counts, &self.view);
+        }
+        if let Ok(mut c) = self.view.cluster.lock() {
+            *c = counts;
+        }
     }
 
     async fn send(&self, to: SocketAddr, packet: &Packet<SocketAddr>) {
-        let errors = &self.view.stats.send_errors;
+        let stats = &self.view.stats;
         let mut nonce = [0u8; 24];
         if getrandom::fill(&mut nonce).is_err() {
-            errors.fetch_add(1, Ordering::Relaxed);
+            stats.send_errors.fetch_add(1, Ordering::Relaxed);
             return;
         }
         match self.keyring.seal(packet, nonce) {
             Ok(bytes) => {
                 if self.socket.send_to(&bytes, to).await.is_err() {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                    stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stats.swim_sent.fetch_add(1, Ordering::Relaxed);
+                    stats
+                        .swim_sent_bytes
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 }
             }
             Err(e) => {
                 tracing::warn!(%e, "cannot seal a gossip packet");
-                errors.fetch_add(1, Ordering::Relaxed);
+                stats.send_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 }
 
-fn notify(n: Notification) {
-    match n {
-        Notification::Up(m) => tracing::info!(member = %m, "member up"),
-        Notification::Suspect(m) => tracing::info!(member = %m, "member suspect"),
-        Notification::Down(m) => tracing::warn!(member = %m, "member down"),
-        Notification::Left(m) => tracing::info!(member = %m, "member left"),
-        Notification::Payload(_) => {}
-        // SWIM reports a sender once, and again only after one of its packets was accepted in
-        // between: one line per episode, not one per dropped packet.
-        Notification::ClockSkew { from, skew_ms } => {
-            let (amount, direction) = if skew_ms >= 0 {
-                (skew_ms.unsigned_abs(), "behind")
-            } else {
-                (skew_ms.unsigned_abs(), "ahead of")
-            };
-            tracing::warn!(
-                member = %from,
-                skew_ms,
-                "member {from}'s clock is {amount} ms {direction} ours, beyond the replay \
-                 window: its packets are dropped until the clocks agree (fix NTP on one side)"
-            );
-        }
-    }
+/// SWIM reports a sender once, and again only after one of its packets was accepted in
+/// between: one line per episode, not one per dropped packet.
+fn clock_skew(from: &str, skew_ms: i64) {
+    let (amount, direction) = if skew_ms >= 0 {
+        (skew_ms.unsigned_abs(), "behind")
+    } else {
+        (skew_ms.unsigned_abs(), "ahead of")
+    };
+    tracing::warn!(
+        member = %from,
+        skew_ms,
+        "member {from}'s clock is {amount} ms {direction} ours, beyond the replay \
+         window: its packets are dropped until the clocks agree (fix NTP on one side)"
+    );
 }
 
 /// Parse a key file: one key per line, 64 hex digits (32 bytes); the first is the primary.

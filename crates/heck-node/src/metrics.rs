@@ -15,6 +15,17 @@
 //! | `heck_transitions_total{to}` | counter | status transitions |
 //! | `heck_events_dropped_total` | counter | events an SSE subscriber missed because it was too slow |
 //! | `heck_api_rejected_total{reason}` | counter | API requests or connections refused to protect the agent: `connections` (over the cap), `subscribers` (SSE, over the cap), `header_timeout`, `body_timeout`, `body_too_large` |
+//! | `heck_cluster_owned_targets` | gauge | (cluster) targets this node checks now |
+//! | `heck_cluster_members` | gauge | (cluster) live members, this node included |
+//! | `heck_cluster_contested_targets` | gauge | (cluster) targets whose answer rests on concurrent observations |
+//! | `heck_cluster_deltas_pending` | gauge | (cluster) delta groups waiting for a peer's acknowledgement |
+//! | `heck_cluster_status_writes_total` | counter | (cluster) status records this node wrote |
+//! | `heck_cluster_sent_bytes_total{kind}` | counter | (cluster) bytes sent: `swim` (UDP datagrams, sealed), `push_pull` and `sync` (stream payloads) |
+//! | `heck_cluster_received_bytes_total{kind}` | counter | (cluster) bytes received, same kinds |
+//!
+//! In a cluster, `heck_targets` and `heck_target_healthy` are the cluster's answer (whoever
+//! checked); `heck_target_up` and the durations are this node's own checks, so they exist only
+//! for targets this node has checked.
 //!
 //! The three per-target series are not kept as metric objects: at 100,000 targets that was three
 //! label strings, three hash-map entries and three shared cells per target (a third of the
@@ -50,6 +61,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToLabel {
     to: &'static str,
 }
@@ -80,7 +96,7 @@ const TARGET_FAMILIES: [TargetFamily; 3] = [
         "1 healthy, 0 unhealthy, -1 unknown (after rise/fall)",
         |e| {
             Some(
-                match e.state.status() {
+                match e.status() {
                     Status::Healthy => "1",
                     Status::Unhealthy => "0",
                     Status::Unknown => "-1",
@@ -199,11 +215,33 @@ pub struct Metrics {
     transitions: Family<ToLabel, Counter>,
     events_dropped: Counter,
     api_rejected: Family<ReasonLabel, Counter>,
+    cluster: ClusterMetrics,
+}
+
+/// The cluster's series (registered only in a cluster).
+#[derive(Debug, Default)]
+struct ClusterMetrics {
+    owned: Gauge,
+    members: Gauge,
+    contested: Gauge,
+    deltas_pending: Gauge,
+    writes: Counter,
+    sent: Family<KindLabel, Counter>,
+    received: Family<KindLabel, Counter>,
+}
+
+/// Raise `counter` to `total` (a running total kept elsewhere).
+fn catch_up(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
 }
 
 impl Metrics {
     /// Register every metric; the per-target series are read from `targets` on each scrape.
-    pub fn new(targets: Arc<Mutex<crate::Registry>>) -> Metrics {
+    /// `clustered`: also the cluster's series.
+    pub fn new(targets: Arc<Mutex<crate::Registry>>, clustered: bool) -> Metrics {
         let mut registry = Registry::default();
         let m = Metrics {
             // 1 ms .. ~32 s
@@ -218,9 +256,48 @@ impl Metrics {
             transitions: Family::default(),
             events_dropped: Counter::default(),
             api_rejected: Family::default(),
+            cluster: ClusterMetrics::default(),
             registry: Registry::default(),
             target_registry: targets,
         };
+        if clustered {
+            let c = &m.cluster;
+            registry.register(
+                "heck_cluster_owned_targets",
+                "Targets this node checks now",
+                c.owned.clone(),
+            );
+            registry.register(
+                "heck_cluster_members",
+                "Live members, this node included",
+                c.members.clone(),
+            );
+            registry.register(
+                "heck_cluster_contested_targets",
+                "Targets whose answer rests on concurrent observations",
+                c.contested.clone(),
+            );
+            registry.register(
+                "heck_cluster_deltas_pending",
+                "Delta groups waiting for a peer's acknowledgement",
+                c.deltas_pending.clone(),
+            );
+            registry.register(
+                "heck_cluster_status_writes",
+                "Status records this node wrote",
+                c.writes.clone(),
+            );
+            registry.register(
+                "heck_cluster_sent_bytes",
+                "Bytes sent by kind: swim (UDP, sealed), push_pull and sync (stream payloads)",
+                c.sent.clone(),
+            );
+            registry.register(
+                "heck_cluster_received_bytes",
+                "Bytes received by kind: swim (UDP, sealed), push_pull and sync (stream payloads)",
+                c.received.clone(),
+            );
+        }
         registry.register(
             "heck_check_duration_seconds",
             "Duration of every check",
@@ -323,6 +400,38 @@ impl Metrics {
         }
     }
 
+    /// The cluster's counters, as the driver publishes them every second.
+    pub fn cluster(
+        &self,
+        counts: &crate::membership::ClusterCounts,
+        view: &crate::membership::MembershipView,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = &self.cluster;
+        c.owned.set(counts.owned_targets as i64);
+        c.members.set(counts.live_members as i64);
+        c.contested.set(counts.contested as i64);
+        c.deltas_pending.set(counts.deltas_pending as i64);
+        catch_up(&c.writes, counts.decisions.writes);
+        let kind = |kind| KindLabel { kind };
+        catch_up(
+            &c.sent.get_or_create(&kind("swim")),
+            view.stats.swim_sent_bytes.load(Relaxed),
+        );
+        catch_up(
+            &c.received.get_or_create(&kind("swim")),
+            view.stats.swim_received_bytes.load(Relaxed),
+        );
+        if let Some(stream) = view.stream_stats() {
+            for (channel, label) in [("push_pull", "push_pull"), ("crdt", "sync")] {
+                let sent = stream.sent.get(channel).map_or(0, |t| t.bytes);
+                let received = stream.received.get(channel).map_or(0, |t| t.bytes);
+                catch_up(&c.sent.get_or_create(&kind(label)), sent);
+                catch_up(&c.received.get_or_create(&kind(label)), received);
+            }
+        }
+    }
+
     /// An SSE subscriber missed `n` events.
     pub fn events_dropped(&self, n: u64) {
         self.events_dropped.inc_by(n);
@@ -374,7 +483,7 @@ mod tests {
     #[test]
     fn per_target_series_follow_the_registry() {
         let targets = Arc::new(Mutex::new(crate::Registry::default()));
-        let metrics = Arc::new(Metrics::new(targets.clone()));
+        let metrics = Arc::new(Metrics::new(targets.clone(), false));
         {
             let mut reg = targets.lock().unwrap();
             add(&mut reg, "checked");
@@ -422,7 +531,7 @@ mod tests {
     #[test]
     fn a_large_registry_is_written_in_bounded_pages_one_family_after_another() {
         let targets = Arc::new(Mutex::new(crate::Registry::default()));
-        let metrics = Arc::new(Metrics::new(targets.clone()));
+        let metrics = Arc::new(Metrics::new(targets.clone(), false));
         {
             let mut reg = targets.lock().unwrap();
             for i in 0..1_300 {

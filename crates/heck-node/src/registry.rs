@@ -33,6 +33,16 @@ pub struct Entry {
     /// Bumped when a target of this name is (re)added, so a result of a check started before a
     /// delete + re-add is recognised as stale and dropped.
     pub generation: u64,
+    /// In a cluster, the status every node answers (the replicated answer, whoever checked);
+    /// `None` in a single agent, where `state` is the answer.
+    pub answer: Option<Status>,
+}
+
+impl Entry {
+    /// The status this node answers with: the cluster's answer in a cluster, else its own check.
+    pub fn status(&self) -> Status {
+        self.answer.unwrap_or_else(|| self.state.status())
+    }
 }
 
 /// The hash that places a target's checks on its phase grid (and, in a cluster, picks its
@@ -52,8 +62,10 @@ pub struct Registry {
     order: BTreeSet<TargetName>,
     generation: u64,
     /// Targets per status (unknown, healthy, unhealthy), kept incrementally: recounting 100,000
-    /// targets on every transition would be quadratic at start-up.
+    /// targets on every transition would be quadratic at start-up. Counts [`Entry::status`].
     counts: [usize; 3],
+    /// In a cluster: every entry carries the replicated answer, which the counts follow.
+    clustered: bool,
 }
 
 fn slot(status: Status) -> usize {
@@ -72,6 +84,15 @@ pub enum AddError {
 }
 
 impl Registry {
+    /// An empty registry for a node of a cluster: statuses shown and counted are the
+    /// replicated answers ([`Registry::set_answer`]), not this node's own checks.
+    pub fn clustered() -> Registry {
+        Registry {
+            clustered: true,
+            ..Registry::default()
+        }
+    }
+
     /// Add a target, unknown since `now`. Returns its generation.
     pub fn add(&mut self, spec: TargetSpec, now: SystemTime) -> Result<u64, AddError> {
         if self.targets.contains_key(&spec.name) {
@@ -84,6 +105,7 @@ impl Registry {
             state: CheckState::new(now),
             last: None,
             generation: self.generation,
+            answer: self.clustered.then_some(Status::Unknown),
         };
         self.counts[slot(Status::Unknown)] += 1;
         self.order.insert(entry.spec.name.clone());
@@ -102,8 +124,52 @@ impl Registry {
     pub fn remove(&mut self, name: &TargetName) -> Option<Entry> {
         let entry = self.targets.remove(name)?;
         self.order.remove(name);
-        self.counts[slot(entry.state.status())] -= 1;
+        self.counts[slot(entry.status())] -= 1;
         Some(entry)
+    }
+
+    /// Add `spec`, or replace the spec of the target of that name (a new generation: a check
+    /// running with the old spec is stale; the check state and answer carry over). Returns the
+    /// replaced spec, if any, so its keep-alive connections can be forgotten.
+    pub fn upsert(&mut self, spec: TargetSpec, now: SystemTime) -> Option<Arc<TargetSpec>> {
+        self.generation += 1;
+        let generation = self.generation;
+        match self.targets.get_mut(&spec.name) {
+            Some(entry) => {
+                let old = std::mem::replace(&mut entry.spec, Arc::new(spec));
+                entry.generation = generation;
+                Some(old)
+            }
+            None => {
+                // Cannot be a duplicate: looked up just above.
+                let _ = self.add(spec, now);
+                None
+            }
+        }
+    }
+
+    /// Continue `name`'s checks from `state` (a new owner takes over the replicated state).
+    /// Returns false if there is no such target.
+    pub fn set_state(&mut self, name: &TargetName, state: CheckState) -> bool {
+        let Some(entry) = self.targets.get_mut(name) else {
+            return false;
+        };
+        let before = entry.status();
+        entry.state = state;
+        let after = entry.status();
+        self.counts[slot(before)] -= 1;
+        self.counts[slot(after)] += 1;
+        true
+    }
+
+    /// In a cluster, the answer for `name` is now `status`; returns the one before (`None` if
+    /// there is no such target, or this registry is not clustered).
+    pub fn set_answer(&mut self, name: &TargetName, status: Status) -> Option<Status> {
+        let entry = self.targets.get_mut(name)?;
+        let old = entry.answer.replace(status)?;
+        self.counts[slot(old)] -= 1;
+        self.counts[slot(status)] += 1;
+        Some(old)
     }
 
     /// One target.
@@ -160,7 +226,8 @@ impl Registry {
             .state
             .observe(outcome.is_success(), at, entry.spec.thresholds);
         entry.last = Some(LastCheck { at, outcome });
-        if let Some(t) = transition {
+        // In a cluster the counts follow the answer, which changes through `set_answer`.
+        if let (Some(t), None) = (transition, entry.answer) {
             self.counts[slot(t.from)] -= 1;
             self.counts[slot(t.to)] += 1;
         }
@@ -198,6 +265,23 @@ pub struct TargetView {
     pub last_check: Option<LastCheckView>,
     /// The validated spec (interval, timeout, thresholds, …).
     pub spec: heck_check::TargetInput,
+    /// In a cluster: who checks it and who said what (absent in a single agent).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterView>,
+}
+
+/// The cluster's part of a target's view: the replicated answer's provenance.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterView {
+    /// The node checking it now (`null` while no member is live).
+    pub owner: Option<String>,
+    /// The node whose check produced `status` (`null` before any node decided).
+    pub observer: Option<String>,
+    /// When the observer wrote it (RFC 3339).
+    pub observed_at: Option<String>,
+    /// Concurrent observations exist (a partition or a handover race): every node answers the
+    /// same one by the rule of docs/protocols/cluster.md until the owner's next write.
+    pub contested: bool,
 }
 
 /// The last check as the API shows it.
@@ -227,7 +311,7 @@ impl Entry {
             name: self.spec.name.to_string(),
             url: self.spec.url.to_string(),
             kind: self.spec.kind,
-            status: self.state.status(),
+            status: self.status(),
             since: rfc3339(self.state.since()),
             consecutive_failures: self.state.consecutive_failures(),
             consecutive_successes: self.state.consecutive_successes(),
@@ -239,6 +323,7 @@ impl Entry {
                 detail: l.outcome.detail.clone(),
             }),
             spec: self.spec.to_input(),
+            cluster: None,
         }
     }
 }

@@ -37,11 +37,14 @@ async fn start_member(
     let addr = sockets.local_addr().unwrap();
     let view = Arc::new(MembershipView::default());
     let config = MembershipConfig {
-        node_name: name.clone(),
+        node_name: heck_check::NodeName::new(&name).unwrap(),
         gossip_addr: addr,
         advertise_addr: addr,
         join,
-        swim,
+        cluster: heck_cluster::Config {
+            swim,
+            ..heck_cluster::Config::lan()
+        },
         keyring: heck_swim::Keyring::new("push-pull-test", &[[0x5a; 32]]),
     };
     let task = tokio::spawn(membership::run(

@@ -101,6 +101,11 @@ impl<A: Clone + PartialEq + Serialize> Membership<A> {
             .map(|m| (m.name.as_str(), m.state, m.incarnation))
     }
 
+    /// This node's own member record, then every other member known, with addresses.
+    pub fn records(&self) -> impl Iterator<Item = &heck_swim::Member<A>> {
+        std::iter::once(self.swim.me()).chain(self.swim.members())
+    }
+
     /// Counters.
     pub fn stats(&self) -> heck_swim::Stats {
         self.swim.stats()

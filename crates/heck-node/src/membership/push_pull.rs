@@ -409,11 +409,11 @@ mod serve_tests {
         let addr = sockets.local_addr().unwrap();
         let view = Arc::new(MembershipView::default());
         let config = MembershipConfig {
-            node_name: "a".into(),
+            node_name: heck_check::NodeName::new("a").unwrap(),
             gossip_addr: addr,
             advertise_addr: addr,
             join: vec![],
-            swim: heck_swim::Config::fast(),
+            cluster: heck_cluster::Config::fast(),
             keyring: keyring(),
         };
         let task = tokio::spawn(membership::run(

@@ -110,16 +110,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             if node_name.is_empty() || node_name.len() > heck_stream::MAX_NAME {
                 anyhow::bail!("--node-name must have 1..={} bytes", heck_stream::MAX_NAME);
             }
+            let node_name = heck_check::NodeName::new(node_name)
+                .map_err(|e| anyhow::anyhow!("--node-name: {e}"))?;
+            let mut cluster = if args.gossip_profile == "fast" {
+                heck_cluster::Config::fast()
+            } else {
+                heck_cluster::Config::lan()
+            };
+            // Targets added through any node's API resolve with the same defaults everywhere.
+            cluster.defaults = config.defaults.clone();
             Some(heck_node::membership::MembershipConfig {
                 node_name,
                 gossip_addr,
                 advertise_addr,
                 join: args.join,
-                swim: if args.gossip_profile == "fast" {
-                    heck_swim::Config::fast()
-                } else {
-                    heck_swim::Config::lan()
-                },
+                cluster,
                 keyring,
             })
         }
