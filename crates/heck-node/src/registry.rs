@@ -386,4 +386,66 @@ mod tests {
         assert_eq!(after_a, ["b", "c"]);
         assert_eq!(r.len(), 3);
     }
+
+    #[test]
+    fn in_a_cluster_the_counts_follow_the_answer_not_this_nodes_own_checks() {
+        let mut r = Registry::clustered();
+        let t0 = SystemTime::UNIX_EPOCH;
+        let gen_a = r.add(spec("a"), t0).unwrap();
+        r.add(spec("b"), t0).unwrap();
+        let a = TargetName::new("a").unwrap();
+        let count = |r: &Registry, s: Status| r.counts().iter().find(|c| c.0 == s).unwrap().1;
+        // This node's own check of `a` fails three times (fall = 3): its state turns
+        // unhealthy, but the answer (another owner's, say) is still unknown.
+        let fail = Outcome::failure(Duration::from_millis(1), None, ErrorKind::Timeout, "x");
+        for _ in 0..3 {
+            r.record(&a, gen_a, t0, fail.clone()).unwrap();
+        }
+        assert_eq!(r.get(&a).unwrap().state.status(), Status::Unhealthy);
+        assert_eq!(r.get(&a).unwrap().status(), Status::Unknown);
+        assert_eq!(count(&r, Status::Unknown), 2);
+        assert_eq!(r.set_answer(&a, Status::Healthy), Some(Status::Unknown));
+        assert_eq!(
+            (count(&r, Status::Healthy), count(&r, Status::Unknown)),
+            (1, 1)
+        );
+        // A new owner's state does not move the counts either.
+        assert!(r.set_state(&a, CheckState::new(t0)));
+        assert_eq!(count(&r, Status::Healthy), 1);
+        r.remove(&a);
+        assert_eq!(
+            (count(&r, Status::Healthy), count(&r, Status::Unknown)),
+            (0, 1)
+        );
+    }
+
+    #[test]
+    fn a_single_agent_registry_has_no_answer_to_set() {
+        let mut r = Registry::default();
+        r.add(spec("a"), SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(
+            r.set_answer(&TargetName::new("a").unwrap(), Status::Healthy),
+            None
+        );
+        assert_eq!(r.counts()[0], (Status::Unknown, 1));
+    }
+
+    #[test]
+    fn an_upsert_replaces_the_spec_with_a_new_generation_and_keeps_the_state() {
+        let mut r = Registry::clustered();
+        let t0 = SystemTime::UNIX_EPOCH;
+        let a = TargetName::new("a").unwrap();
+        assert!(r.upsert(spec("a"), t0).is_none());
+        let old_gen = r.get(&a).unwrap().generation;
+        r.set_answer(&a, Status::Healthy);
+        let mut changed = spec("a");
+        changed.interval = Duration::from_secs(77);
+        let replaced = r.upsert(changed, t0).unwrap();
+        assert_eq!(replaced.interval, spec("a").interval);
+        let e = r.get(&a).unwrap();
+        assert_eq!(e.spec.interval, Duration::from_secs(77));
+        assert_ne!(e.generation, old_gen);
+        assert_eq!(e.status(), Status::Healthy);
+        assert_eq!(r.len(), 1);
+    }
 }
