@@ -399,7 +399,7 @@ fn parse_in_pieces(text: &str, path: &Path, chunk: usize) -> Option<Config> {
 }
 
 /// The checks beyond the shape, shared by both loaders so they cannot disagree: `[defaults]`
-/// ranges, `[agent]` ranges, each target's `resolve`, and the CA bundles, each file read once.
+/// ranges, `[agent]` and `[cluster]` ranges, each target's `resolve`, and the CA bundles, each file read once.
 struct Checks {
     /// Relative `tls_ca_file` paths are relative to this (the config file's directory).
     base: PathBuf,
