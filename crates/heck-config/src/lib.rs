@@ -1,4 +1,4 @@
-//! heck's config file: TOML with `[defaults]`, `[agent]` and `[[target]]` tables.
+//! heck's config file: TOML with `[defaults]`, `[agent]`, `[cluster]` and `[[target]]` tables.
 //!
 //! ```toml
 //! [defaults]
@@ -22,12 +22,14 @@
 //! that field up in a span-preserving parse of the same text ([`toml::de::DeTable`]).
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use std::collections::HashMap;
 
-use heck_check::{Defaults, SpecError, TargetInput, TargetSpec};
+use heck_check::{Defaults, HumanDuration, SpecError, TargetInput, TargetSpec};
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 
@@ -42,6 +44,8 @@ pub struct Config {
     pub defaults: Defaults,
     /// `[agent]`.
     pub agent: AgentSection,
+    /// `[cluster]`: read only when the agent joins a cluster (`--gossip-addr`).
+    pub cluster: ClusterSection,
     /// Every `[[target]]`, validated, in file order, with unique names.
     pub targets: Vec<TargetSpec>,
 }
@@ -57,6 +61,96 @@ pub struct AgentSection {
     pub max_in_flight: Option<usize>,
 }
 
+/// Shortest `[cluster] sync_interval`: an owner's write waits up to 10 ms (heck-cluster's
+/// `push_delay`) to share a round with others, and that wait must stay below one round.
+pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(20);
+/// Longest `[cluster] sync_interval`: a status change crosses the cluster in a few rounds, so
+/// beyond 10 s "any node answers" would lag the owner by most of a minute.
+pub const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest `[cluster] settle`: a joiner owns nothing while it settles, so a long settle is a
+/// long time with one node fewer doing the work.
+pub const MAX_SETTLE: Duration = Duration::from_secs(300);
+
+/// `[cluster]`: settings every member of one cluster must share (the file is the same on every
+/// node). Unset fields take the `profile`'s value (heck-cluster's `Config::lan()` or
+/// `Config::fast()`); command-line flags override them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Owners per target: each target is checked by the first `replicas` live members in its
+    /// rendezvous order. Default 1; at least 1. With more replicas than live members, every
+    /// member checks every target (members come and go, so this is not an error).
+    #[serde(default, deserialize_with = "replicas")]
+    pub replicas: Option<NonZeroUsize>,
+    /// Membership and sync timings: `lan` (memberlist's LAN: probe every 1 s, a sync round
+    /// every 200 ms) or `fast` (probe every 200 ms, a sync round every 100 ms; for a cluster on
+    /// one machine or rack). Default `lan`. `--gossip-profile` overrides it.
+    pub profile: Option<Profile>,
+    /// Time between two anti-entropy rounds, which bounds how long a status change waits at
+    /// each hop. Default: the profile's (200 ms / 100 ms); 20ms..=10s.
+    pub sync_interval: Option<HumanDuration>,
+    /// How long a node that joins through `--join` learns the members before it owns
+    /// anything (so it never believes itself alone and checks every target for a moment).
+    /// Default: two probe intervals of the profile (2 s / 400 ms); 0s..=5m, `"0s"` to own at once.
+    pub settle: Option<HumanDuration>,
+}
+
+impl ClusterSection {
+    /// `replicas`, defaulted.
+    pub fn replicas(&self) -> NonZeroUsize {
+        self.replicas.unwrap_or(NonZeroUsize::MIN)
+    }
+
+    /// `profile`, defaulted.
+    pub fn profile(&self) -> Profile {
+        self.profile.unwrap_or_default()
+    }
+
+    /// The checks serde cannot do: the duration ranges.
+    fn validate(&self) -> Result<(), SpecError> {
+        if let Some(HumanDuration(d)) = self.sync_interval
+            && !(MIN_SYNC_INTERVAL..=MAX_SYNC_INTERVAL).contains(&d)
+        {
+            return Err(SpecError {
+                field: "sync_interval",
+                message: format!("{d:?} is not in {MIN_SYNC_INTERVAL:?}..={MAX_SYNC_INTERVAL:?}"),
+            });
+        }
+        if let Some(HumanDuration(d)) = self.settle
+            && d > MAX_SETTLE
+        {
+            return Err(SpecError {
+                field: "settle",
+                message: format!(
+                    "{d:?} is longer than {MAX_SETTLE:?}: the node would own nothing for that long"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `[cluster] profile`: a named set of membership and sync timings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// memberlist's LAN timings (Consul, Nomad).
+    #[default]
+    Lan,
+    /// Five times faster membership, for one machine or rack.
+    Fast,
+}
+
+/// `replicas = 0` refused by serde, so the error carries the value's position.
+fn replicas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<NonZeroUsize>, D::Error> {
+    let n = usize::deserialize(d)?;
+    NonZeroUsize::new(n).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(
+            "0 replicas would leave every target unchecked; at least 1 (the default)",
+        )
+    })
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -64,6 +158,8 @@ struct RawConfig {
     defaults: Defaults,
     #[serde(default)]
     agent: AgentSection,
+    #[serde(default)]
+    cluster: ClusterSection,
     #[serde(default, rename = "target")]
     targets: Vec<TargetInput>,
 }
@@ -258,7 +354,9 @@ fn parse_in_pieces(text: &str, path: &Path, chunk: usize) -> Option<Config> {
         return None;
     }
     let mut checks = Checks::new(path);
-    checks.head(&mut head.defaults, &head.agent).ok()?;
+    checks
+        .head(&mut head.defaults, &head.agent, &head.cluster)
+        .ok()?;
 
     // Second pass: consecutive target pieces, at most `chunk` at a time, each run parsed as
     // one contiguous slice of the file (a piece cut inside a string fails to parse).
@@ -295,12 +393,13 @@ fn parse_in_pieces(text: &str, path: &Path, chunk: usize) -> Option<Config> {
     Some(Config {
         defaults: head.defaults,
         agent: head.agent,
+        cluster: head.cluster,
         targets,
     })
 }
 
 /// The checks beyond the shape, shared by both loaders so they cannot disagree: `[defaults]`
-/// ranges, `[agent]` ranges, each target's `resolve`, and the CA bundles, each file read once.
+/// ranges, `[agent]` and `[cluster]` ranges, each target's `resolve`, and the CA bundles, each file read once.
 struct Checks {
     /// Relative `tls_ca_file` paths are relative to this (the config file's directory).
     base: PathBuf,
@@ -319,8 +418,14 @@ impl Checks {
         }
     }
 
-    fn head(&mut self, defaults: &mut Defaults, agent: &AgentSection) -> Result<(), SpecError> {
+    fn head(
+        &mut self,
+        defaults: &mut Defaults,
+        agent: &AgentSection,
+        cluster: &ClusterSection,
+    ) -> Result<(), SpecError> {
         defaults.validate()?;
+        cluster.validate()?;
         if let Some(p) = &mut defaults.tls_ca_file {
             *p = self.base.join(&*p);
             self.ca_file(p)?;
@@ -398,20 +503,22 @@ fn parse_whole(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let spans = || DeTable::parse(text).ok();
 
     let mut checks = Checks::new(path);
-    checks.head(&mut raw.defaults, &raw.agent).map_err(|e| {
-        let table = if e.field == "max_in_flight" {
-            "agent"
-        } else {
-            "defaults"
-        };
-        let span = spans()
-            .and_then(|d| {
-                let d = d.get_ref();
-                span_of(d, &[table, e.field]).or_else(|| span_of(d, &[table]))
-            })
-            .unwrap_or(0..0);
-        located(text, path, span, Some(e.field.to_string()), None, e.message)
-    })?;
+    checks
+        .head(&mut raw.defaults, &raw.agent, &raw.cluster)
+        .map_err(|e| {
+            let table = match e.field {
+                "max_in_flight" => "agent",
+                "sync_interval" | "settle" => "cluster",
+                _ => "defaults",
+            };
+            let span = spans()
+                .and_then(|d| {
+                    let d = d.get_ref();
+                    span_of(d, &[table, e.field]).or_else(|| span_of(d, &[table]))
+                })
+                .unwrap_or(0..0);
+            located(text, path, span, Some(e.field.to_string()), None, e.message)
+        })?;
 
     let mut targets: Vec<TargetSpec> = Vec::with_capacity(raw.targets.len());
     let mut seen = HashMap::with_capacity(raw.targets.len());
@@ -453,6 +560,7 @@ fn parse_whole(text: &str, path: &Path) -> Result<Config, ConfigError> {
     Ok(Config {
         defaults: raw.defaults,
         agent: raw.agent,
+        cluster: raw.cluster,
         targets,
     })
 }
@@ -796,7 +904,75 @@ interval = "30s"
         "[[target]]\nname = \"bad{i}\"\nurl = \"ftp://h/\"\n",
         "[[target]] # web\nname = \"c{i}\"\nurl = \"http://h/\"\n",
         "[[target]]\nname = \"f{i}\"\nurl = \"http://h/\"\nfast_interval = \"1h\"\n",
+        "[cluster]\nreplicas = 2\nprofile = \"fast\"\n",
+        "[cluster]\nreplicas = 0\n",
+        "[cluster]\nsync_interval = \"5ms\"\n",
     ];
+
+    #[test]
+    fn the_cluster_table_sets_replicas_profile_and_timings() {
+        let text = "[cluster]\nreplicas = 2\nprofile = \"fast\"\nsync_interval = \"50ms\"\nsettle = \"0s\"\n";
+        let c = load_str(text).unwrap();
+        assert_eq!(c.cluster.replicas(), NonZeroUsize::new(2).unwrap());
+        assert_eq!(c.cluster.profile(), Profile::Fast);
+        assert_eq!(
+            c.cluster.sync_interval,
+            Some(HumanDuration(Duration::from_millis(50)))
+        );
+        assert_eq!(c.cluster.settle, Some(HumanDuration(Duration::ZERO)));
+    }
+
+    #[test]
+    fn without_a_cluster_table_one_replica_and_the_lan_profile() {
+        let c = load_str(GOOD).unwrap();
+        assert_eq!(c.cluster, ClusterSection::default());
+        assert_eq!(c.cluster.replicas(), NonZeroUsize::MIN);
+        assert_eq!(c.cluster.profile(), Profile::Lan);
+    }
+
+    #[test]
+    fn zero_replicas_is_refused_at_the_value() {
+        let e = load_str("[cluster]\nreplicas = 0\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 12), "{e}");
+        assert_eq!(e.field.as_deref(), Some("replicas"));
+        assert!(e.message.contains("0 replicas would leave"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_field_or_profile_in_the_cluster_table_names_its_line() {
+        let e = load_str("[cluster]\nseeds = 1\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 1), "{e}");
+        assert_eq!(e.field.as_deref(), Some("seeds"));
+        let e = load_str("[cluster]\nprofile = \"wan\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_deref()), (2, Some("profile")), "{e}");
+        assert!(e.message.contains("unknown variant `wan`"), "{e}");
+    }
+
+    #[test]
+    fn cluster_timings_out_of_range_point_at_their_value() {
+        let e = load_str("[cluster]\nreplicas = 3\nsync_interval = \"5ms\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 17), "{e}");
+        assert_eq!(e.field.as_deref(), Some("sync_interval"));
+        assert!(e.message.contains("5ms is not in 20ms..=10s"), "{e}");
+        let e = load_str("[cluster]\nsettle = \"1h\"\n").unwrap_err();
+        assert_eq!((e.line, e.field.as_deref()), (2, Some("settle")), "{e}");
+    }
+
+    #[test]
+    fn a_cluster_table_after_the_targets_loads_as_it_would_before_them() {
+        let table = "\n[cluster]\nreplicas = 2\nprofile = \"fast\"\n";
+        let late = big(CHUNK + 5, table);
+        let early = format!("{table}{}", big(CHUNK + 5, ""));
+        let pieces = parse_in_pieces(&late, Path::new("x"), CHUNK).expect("no fallback needed");
+        assert_eq!(pieces.cluster.replicas(), NonZeroUsize::new(2).unwrap());
+        assert_eq!(pieces, parse_whole(&late, Path::new("x")).unwrap());
+        assert_eq!(pieces, load_str(&early).unwrap());
+        // And an error in it is the whole-file error, at its line, however many targets.
+        let bad = big(CHUNK + 5, "\n[cluster]\nreplicas = 0\n");
+        assert!(parse_in_pieces(&bad, Path::new("x"), CHUNK).is_none());
+        let e = load_str(&bad).unwrap_err();
+        assert_eq!(e.line, bad.lines().count(), "{e}");
+    }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
@@ -806,7 +982,7 @@ interval = "30s"
         fn the_pieces_path_agrees_with_the_whole_file(
             // Good targets weighted up, so that many files are valid and take the pieces path.
             picks in proptest::collection::vec(
-                proptest::sample::select(vec![4, 4, 4, 4, 4, 4, 13, 13, 7, 6, 11, 0, 1, 2, 3, 5, 8, 9, 10, 12, 14]),
+                proptest::sample::select(vec![4, 4, 4, 4, 4, 4, 13, 13, 7, 6, 11, 0, 1, 2, 3, 5, 8, 9, 10, 12, 14, 15, 15, 16, 17]),
                 0..12,
             ),
             chunk in 1usize..4,

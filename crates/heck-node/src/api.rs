@@ -783,6 +783,9 @@ async fn members(
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    shared
+        .metrics
+        .keepalive_pool_full(shared.prober.pool_full_drops());
     (
         [(
             header::CONTENT_TYPE,

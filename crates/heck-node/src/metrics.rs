@@ -15,6 +15,7 @@
 //! | `heck_transitions_total{to}` | counter | status transitions |
 //! | `heck_events_dropped_total` | counter | events an SSE subscriber missed because it was too slow |
 //! | `heck_api_rejected_total{reason}` | counter | API requests or connections refused to protect the agent: `connections` (over the cap), `subscribers` (SSE, over the cap), `header_timeout`, `body_timeout`, `body_too_large` |
+//! | `heck_keepalive_pool_full_total` | counter | keep-alive connections closed after a check instead of pooled, because the pool held its cap of idle connections (8,192); read from the prober at scrape time |
 //! | `heck_cluster_owned_targets` | gauge | (cluster) targets this node checks now |
 //! | `heck_cluster_members` | gauge | (cluster) live members, this node included |
 //! | `heck_cluster_contested_targets` | gauge | (cluster) targets whose answer rests on concurrent observations |
@@ -215,6 +216,8 @@ pub struct Metrics {
     transitions: Family<ToLabel, Counter>,
     events_dropped: Counter,
     api_rejected: Family<ReasonLabel, Counter>,
+    /// A copy of the prober's own count, brought up to date at each scrape.
+    keepalive_pool_full: Counter,
     cluster: ClusterMetrics,
 }
 
@@ -257,6 +260,7 @@ impl Metrics {
             events_dropped: Counter::default(),
             api_rejected: Family::default(),
             cluster: ClusterMetrics::default(),
+            keepalive_pool_full: Counter::default(),
             registry: Registry::default(),
             target_registry: targets,
         };
@@ -343,6 +347,11 @@ impl Metrics {
             "heck_api_rejected",
             "API connections and requests refused to protect the agent",
             m.api_rejected.clone(),
+        );
+        registry.register(
+            "heck_keepalive_pool_full",
+            "Keep-alive connections closed instead of pooled because the pool was full",
+            m.keepalive_pool_full.clone(),
         );
         // Export zeroes for every result, so rates work from the first scrape.
         drop(m.checks.get_or_create(&ResultLabel { result: "success" }));
@@ -444,6 +453,16 @@ impl Metrics {
             .inc();
     }
 
+    /// The prober's count of keep-alive connections closed because its pool was full
+    /// (`Prober::pool_full_drops`), read just before a scrape. The prober counts, not the
+    /// node: the pool is inside the prober. The counter only moves up to `total`, so two
+    /// scrapes racing with readings taken in either order never make it go back.
+    pub fn keepalive_pool_full(&self, total: u64) {
+        self.keepalive_pool_full
+            .inner()
+            .fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The exposition, a page at a time (what `GET /metrics` streams).
     pub fn pages(self: &Arc<Self>) -> Pages {
         Pages {
@@ -525,6 +544,75 @@ mod tests {
         assert!(
             text.contains("heck_target_healthy{target=\"new\"} -1\n"),
             "{text}"
+        );
+    }
+
+    /// A server that answers every request on a connection with an empty 200 and keeps the
+    /// connection open, so the prober pools it. Its tasks end with the test's runtime.
+    async fn keep_alive_server() -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let mut seen = Vec::new();
+                    while let Ok(n @ 1..) = conn.read(&mut buf).await {
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                            if conn.write_all(ok).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn connections_closed_by_a_full_keep_alive_pool_are_counted_at_scrape() {
+        let metrics = Arc::new(Metrics::new(Arc::default(), false));
+        assert!(
+            metrics
+                .encode()
+                .contains("\nheck_keepalive_pool_full_total 0\n"),
+            "exported as zero from the start"
+        );
+        // A pool of one, and three endpoints checked with keep-alive: the first connection is
+        // pooled, the other two find the pool full and are closed.
+        let prober = heck_probe::Prober::with_pool_cap(1).unwrap();
+        for _ in 0..3 {
+            let addr = keep_alive_server().await;
+            let spec = TargetInput {
+                name: "t".into(),
+                url: format!("http://{addr}/"),
+                keep_alive: Some(true),
+                timeout: Some(heck_check::HumanDuration(Duration::from_secs(5))),
+                ..TargetInput::default()
+            }
+            .resolve(&Defaults::default())
+            .unwrap();
+            let outcome = prober.probe(&spec).await;
+            assert!(outcome.is_success(), "{outcome:?}");
+        }
+        assert_eq!((prober.pooled(), prober.pool_full_drops()), (1, 2));
+        metrics.keepalive_pool_full(prober.pool_full_drops());
+        let text = metrics.encode();
+        assert!(
+            text.contains("\nheck_keepalive_pool_full_total 2\n"),
+            "{text}"
+        );
+        // An older reading (a scrape that raced this one) never moves the counter back.
+        metrics.keepalive_pool_full(1);
+        assert!(
+            metrics
+                .encode()
+                .contains("\nheck_keepalive_pool_full_total 2\n")
         );
     }
 

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{Dir, wait_for};
@@ -19,7 +19,7 @@ struct Replica {
     key: PathBuf,
     /// Bind the gossip socket to 0.0.0.0 (and advertise `gossip`).
     unspecified: bool,
-    child: Option<Child>,
+    child: Option<common::Started>,
 }
 
 /// A directory removed at the end of the test, holding key files.
@@ -46,8 +46,45 @@ fn replicas(n: usize, key: &Path) -> Vec<Replica> {
         .collect()
 }
 
+/// Start every replica in turn. A replica whose gossip port was taken starts on another one;
+/// the replicas started after it are told its new address (those started before learn it when
+/// it dials them: a replica that proves the key is learnt as a peer).
+fn start_all(reps: &mut [Replica]) {
+    for i in 0..reps.len() {
+        reps[i].start();
+        let gossip: Vec<SocketAddr> = reps.iter().map(|r| r.gossip).collect();
+        for r in reps.iter_mut() {
+            r.peers = gossip.iter().copied().filter(|g| *g != r.gossip).collect();
+        }
+    }
+}
+
 impl Replica {
+    /// Start the replica and wait until its API answers. Ports can be taken by another process
+    /// between `free_ports` and the child's bind: then it starts again on fresh ports. Any
+    /// other failure shows the child's exit status and the end of its stderr.
     fn start(&mut self) {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let http = self.http;
+            let started = common::start(&mut self.command(), Duration::from_secs(10), || {
+                common::get(http, "/kv").0 == 200
+            });
+            match started {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(e) if e.addr_in_use() && attempt < ATTEMPTS => {
+                    let p = common::free_ports(2);
+                    (self.gossip, self.http) = (common::local(p[0]), common::local(p[1]));
+                }
+                Err(e) => panic!("{} (attempt {attempt}) {e}", self.name),
+            }
+        }
+    }
+
+    fn command(&self) -> Command {
         let listen = if self.unspecified {
             format!("0.0.0.0:{}", self.gossip.port())
         } else {
@@ -66,27 +103,19 @@ impl Replica {
         .args(["--gossip-interval", "50ms"])
         .arg("--encrypt-key-file")
         .arg(&self.key)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(Stdio::null());
         for p in &self.peers {
             cmd.args(["--peer", &p.to_string()]);
         }
         if self.unspecified {
             cmd.args(["--advertise-addr", &self.gossip.to_string()]);
         }
-        self.child = Some(cmd.spawn().unwrap());
-        let up = wait_for(Duration::from_secs(10), || {
-            common::get(self.http, "/kv").0 == 200
-        })
-        .is_some();
-        assert!(up, "{} did not start", self.name);
+        cmd
     }
 
+    /// SIGKILL (dropping the child kills and reaps it).
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill(); // SIGKILL
-            let _ = c.wait();
-        }
+        self.child = None;
     }
 
     fn values(&self, key: &str) -> Vec<String> {
@@ -128,9 +157,7 @@ impl Drop for Replica {
 fn three_replicas_keep_siblings_supersede_them_and_catch_up_after_a_kill() {
     let dir = Dir::new("kv-cluster");
     let mut reps = replicas(3, &key_file(&dir, "key", 0x42));
-    for r in &mut reps {
-        r.start();
-    }
+    start_all(&mut reps);
 
     // Concurrent puts on two replicas: both values kept, everywhere. Two puts a few
     // microseconds apart are concurrent unless a gossip round slips between them; if one
@@ -209,9 +236,7 @@ fn a_replica_with_another_key_is_not_accepted() {
     let dir = Dir::new("kv-wrong-key");
     let mut reps = replicas(3, &key_file(&dir, "key", 0x42));
     reps[2].key = key_file(&dir, "wrong", 0x24);
-    for r in &mut reps {
-        r.start();
-    }
+    start_all(&mut reps);
     // The impostor dials both others (and they dial it): every handshake fails.
     assert!(
         common::wait_for(Duration::from_secs(10), || {
@@ -256,8 +281,8 @@ fn replicas_bound_to_the_unspecified_address_are_acknowledged_and_collect_their_
     let mut reps = replicas(2, &key_file(&dir, "key", 0x42));
     for r in &mut reps {
         r.unspecified = true;
-        r.start();
     }
+    start_all(&mut reps);
     // Once kv0 has a peer, a write stays buffered until every peer has acknowledged it.
     assert!(
         wait_for(Duration::from_secs(10), || !reps[0].dump()["peers"]["kv1"]
@@ -283,4 +308,32 @@ fn replicas_bound_to_the_unspecified_address_are_acknowledged_and_collect_their_
         reps[1].gossip.to_string(),
         "kv1 is known at its advertised address"
     );
+}
+
+#[test]
+fn a_replica_whose_port_was_taken_before_it_bound_starts_on_fresh_ports() {
+    // What made this file flaky: a port found free is taken by another process before the
+    // child binds it. Take the gossip port on purpose, after free_ports said it was free.
+    let dir = Dir::new("kv-port-taken");
+    let mut reps = replicas(1, &key_file(&dir, "key", 0x42));
+    let taken = std::net::TcpListener::bind(reps[0].gossip).unwrap();
+    reps[0].start();
+    assert_ne!(reps[0].gossip, taken.local_addr().unwrap());
+    assert_eq!(common::get(reps[0].http, "/kv").0, 200);
+}
+
+#[test]
+fn a_child_that_dies_at_start_is_reported_with_its_status_and_stderr() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_heck"));
+    cmd.args(["kv", "--name", "x", "--listen", "127.0.0.1:0", "--http"])
+        .arg(common::local(common::free_ports(1)[0]).to_string())
+        .arg("--insecure-default-key");
+    let failure = match common::start(&mut cmd, Duration::from_secs(10), || false) {
+        Ok(_) => panic!("a listen port of 0 is refused"),
+        Err(e) => e,
+    };
+    let shown = failure.to_string();
+    assert!(shown.starts_with("exited (exit status: 1)"), "{shown}");
+    assert!(shown.contains("has port 0"), "{shown}");
+    assert!(!failure.addr_in_use());
 }

@@ -7,7 +7,7 @@
 //! forever. The simulator reproduces the same run in `crates/heck-crdt/tests/restarts.rs`.
 #![allow(clippy::unwrap_used)]
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::wait_for;
@@ -19,35 +19,46 @@ struct Kv {
     gossip: SocketAddr,
     http: SocketAddr,
     peers: Vec<SocketAddr>,
-    child: Option<Child>,
+    child: Option<common::Started>,
 }
 
 impl Kv {
-    fn start(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_heck"));
-        cmd.args(["kv", "--name", &self.name])
-            .args(["--listen", &self.gossip.to_string()])
-            .args(["--http", &self.http.to_string()])
-            .args(["--gossip-interval", "50ms"])
-            .arg("--insecure-default-key")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for p in &self.peers {
-            cmd.args(["--peer", &p.to_string()]);
+    /// Start it and wait until its API answers; on a port taken by another process since
+    /// `free_ports`, start again on fresh ports if `may_move`. Otherwise a failure shows the
+    /// child's exit status and stderr.
+    fn start(&mut self, may_move: bool) {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_heck"));
+            cmd.args(["kv", "--name", &self.name])
+                .args(["--listen", &self.gossip.to_string()])
+                .args(["--http", &self.http.to_string()])
+                .args(["--gossip-interval", "50ms"])
+                .arg("--insecure-default-key")
+                .stdout(Stdio::null());
+            for p in &self.peers {
+                cmd.args(["--peer", &p.to_string()]);
+            }
+            let http = self.http;
+            match common::start(&mut cmd, Duration::from_secs(10), || {
+                common::get(http, "/kv").0 == 200
+            }) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(e) if may_move && e.addr_in_use() && attempt < ATTEMPTS => {
+                    let p = common::free_ports(2);
+                    (self.gossip, self.http) = (common::local(p[0]), common::local(p[1]));
+                }
+                Err(e) => panic!("{} (attempt {attempt}) {e}", self.name),
+            }
         }
-        self.child = Some(cmd.spawn().unwrap());
-        let up = wait_for(Duration::from_secs(10), || {
-            common::get(self.http, "/kv").0 == 200
-        });
-        assert!(up.is_some(), "{} did not start", self.name);
     }
 
-    /// SIGKILL: no goodbye, no flush.
+    /// SIGKILL: no goodbye, no flush (dropping the child kills and reaps it).
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.child = None;
     }
 
     fn values(&self, key: &str) -> Vec<String> {
@@ -92,8 +103,14 @@ fn a_replica_restarted_while_a_peer_is_down_converges_with_the_others() {
             child: None,
         })
         .collect();
-    for kv in &mut n {
-        kv.start();
+    // In turn; a replica that had to move to fresh ports is announced to those after it
+    // (those before learn it when it dials them).
+    for i in 0..n.len() {
+        n[i].start(true);
+        let gossip: Vec<SocketAddr> = n.iter().map(|kv| kv.gossip).collect();
+        for kv in &mut n {
+            kv.peers = gossip.iter().copied().filter(|g| *g != kv.gossip).collect();
+        }
     }
     let (n1, n2, n3) = (0, 1, 2);
 
@@ -108,7 +125,7 @@ fn a_replica_restarted_while_a_peer_is_down_converges_with_the_others() {
 
     // n2 dies hard and comes back at the same address, as a new replica with nothing.
     n[n2].kill();
-    n[n2].start();
+    n[n2].start(false);
     // It gets back what its earlier incarnation wrote (before the fix it never did). Waiting
     // for it here makes the next put causally after `a`, so the expected end is exactly [b];
     // a put before would be concurrent with `a`, and [a, b] everywhere would be right.

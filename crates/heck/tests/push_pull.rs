@@ -33,7 +33,18 @@ async fn start_member(
     swim: heck_swim::Config,
     shutdown: &CancellationToken,
 ) -> Member {
-    let sockets = membership::bind(common::local(0)).await.unwrap();
+    // UDP on a free port, then TCP on the same number: that TCP port can be in use already
+    // (another process's connection), which is no fault of the code under test. Try others.
+    let mut sockets = membership::bind(common::local(0)).await;
+    for _ in 0..20 {
+        match &sockets {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                sockets = membership::bind(common::local(0)).await;
+            }
+            _ => break,
+        }
+    }
+    let sockets = sockets.unwrap();
     let addr = sockets.local_addr().unwrap();
     let view = Arc::new(MembershipView::default());
     let config = MembershipConfig {

@@ -40,8 +40,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -50,11 +50,11 @@ use heck_bench::args::{self, Args, USAGE};
 use heck_bench::measure::{
     self, EARLY_STARTS_METRIC, MIN_SUCCESS_SHARE, SCRAPE_INTERVAL_S, Scrape, Window,
 };
+use heck_bench::pace::{self, Pacer};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 const INTERVAL_S: f64 = 10.0;
-const BBE_CONCURRENCY: usize = 256;
 
 struct Killed(Child);
 
@@ -400,55 +400,59 @@ async fn bench_bbe(
             continue;
         }
         let probes = Arc::new(Probes::default());
-        let (tx, rx) = tokio::sync::mpsc::channel::<usize>(BBE_CONCURRENCY);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
         let urls = Arc::new(urls.clone());
-        let mut workers = Vec::new();
-        for _ in 0..BBE_CONCURRENCY {
-            let (rx, urls, probes, addr) = (rx.clone(), urls.clone(), probes.clone(), addr.clone());
-            workers.push(tokio::spawn(async move {
-                // One keep-alive connection per worker, as Prometheus keeps to an exporter.
-                let mut conn: Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> = None;
-                loop {
-                    let Some(i) = rx.lock().await.recv().await else {
-                        return;
-                    };
-                    let path = format!("/probe?module=http_2xx&target={}", urls[i % urls.len()]);
-                    let answer = tokio::time::timeout(
-                        Duration::from_secs(5),
-                        probe_once(&mut conn, &addr, &path),
-                    )
-                    .await;
-                    match answer {
-                        Ok(Ok(body)) => {
-                            probes.done.fetch_add(1, Ordering::Relaxed);
-                            if body.windows(15).any(|w| w == b"probe_success 1") {
-                                probes.ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        Ok(Err(_)) | Err(_) => {
-                            conn = None;
-                            probes.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-            }));
-        }
-        // Pace N/10 requests per second in 10 ms ticks; a full channel means every slot is busy.
+        // Idle keep-alive connections to the exporter, as Prometheus keeps them: at most one
+        // per slot, since a connection is taken out while its request is in flight.
+        let idle: Idle = Arc::default();
+        // Pace N/10 requests per second in 10 ms ticks, at most MAX_IN_FLIGHT in flight; a
+        // request due while every slot is busy is missed, never queued (see heck_bench::pace).
         let rate = n as f64 / INTERVAL_S;
+        let pace = Arc::new(Mutex::new(Pacer::new(rate, pace::MAX_IN_FLIGHT)));
         let pacer_probes = probes.clone();
         let pacer = tokio::spawn(async move {
             let start = Instant::now();
-            let mut sent = 0u64;
+            let mut next = 0usize;
             let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut requests = tokio::task::JoinSet::new();
             loop {
                 tick.tick().await;
-                let due = (start.elapsed().as_secs_f64() * rate) as u64;
-                while sent < due {
-                    if tx.try_send(sent as usize).is_err() {
-                        pacer_probes.missed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    sent += 1;
+                // Finished requests are reaped here so the set holds only those in flight.
+                while requests.try_join_next().is_some() {}
+                let t = lock(&pace).tick(start.elapsed().as_secs_f64());
+                pacer_probes.missed.fetch_add(t.missed, Ordering::Relaxed);
+                for _ in 0..t.send {
+                    let path = format!("/probe?module=http_2xx&target={}", urls[next % urls.len()]);
+                    next += 1;
+                    let (probes, idle, pace, addr) = (
+                        pacer_probes.clone(),
+                        idle.clone(),
+                        pace.clone(),
+                        addr.clone(),
+                    );
+                    requests.spawn(async move {
+                        let mut conn = lock(&idle).pop();
+                        let answer = tokio::time::timeout(
+                            Duration::from_secs(5),
+                            probe_once(&mut conn, &addr, &path),
+                        )
+                        .await;
+                        match answer {
+                            Ok(Ok(body)) => {
+                                probes.done.fetch_add(1, Ordering::Relaxed);
+                                if body.windows(15).any(|w| w == b"probe_success 1") {
+                                    probes.ok.fetch_add(1, Ordering::Relaxed);
+                                }
+                                if let Some(c) = conn {
+                                    lock(&idle).push(c);
+                                }
+                            }
+                            // The connection is dropped with the failure.
+                            Ok(Err(_)) | Err(_) => {
+                                probes.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        lock(&pace).done();
+                    });
                 }
             }
         });
@@ -456,10 +460,8 @@ async fn bench_bbe(
         let (at0, r0, c0) = (Instant::now(), probes.read(), cpus(pid, fleet_pid)?);
         tokio::time::sleep(Duration::from_secs(window_s)).await;
         let (at1, r1, c1) = (Instant::now(), probes.read(), cpus(pid, fleet_pid)?);
+        // Aborting the pacer drops its JoinSet, which aborts every request in flight.
         pacer.abort();
-        for w in workers {
-            w.abort();
-        }
         let [done, ok, errors, missed] = [0, 1, 2, 3].map(|i| (r1[i] - r0[i]) as f64);
         let elapsed_s = (at1 - at0).as_secs_f64();
         let cpu = c1.checker.cpu_s - c0.checker.cpu_s;
@@ -487,7 +489,16 @@ async fn bench_bbe(
     bail!("{last_err}")
 }
 
-/// One `GET /probe` on the worker's keep-alive connection (opened again when closed); the body.
+/// Idle keep-alive connections to blackbox_exporter.
+type Idle = Arc<Mutex<Vec<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>>>;
+
+/// A std mutex held for a push, a pop or a tick, never across an await; a poisoned one (a
+/// panicked request task) is used as it is: its state is counters.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One `GET /probe` on `conn`, a keep-alive connection (opened when absent or closed); the body.
 async fn probe_once(
     conn: &mut Option<hyper::client::conn::http1::SendRequest<Empty<Bytes>>>,
     addr: &str,

@@ -58,8 +58,8 @@ pub struct Args {
     #[arg(long, default_value = "heck")]
     cluster: String,
     /// SWIM parameters: `lan` (memberlist's: probe 1 s) or `fast` (probe 200 ms).
-    #[arg(long, default_value = "lan", value_parser = ["lan", "fast"])]
-    gossip_profile: String,
+    #[arg(long, value_parser = ["lan", "fast"])]
+    gossip_profile: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -112,11 +112,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             let node_name = heck_check::NodeName::new(node_name)
                 .map_err(|e| anyhow::anyhow!("--node-name: {e}"))?;
-            let mut cluster = if args.gossip_profile == "fast" {
+            // The flag wins over `[cluster] profile`; `lan` without either.
+            let fast = match args.gossip_profile.as_deref() {
+                Some(p) => p == "fast",
+                None => config.cluster.profile() == heck_config::Profile::Fast,
+            };
+            let mut cluster = if fast {
                 heck_cluster::Config::fast()
             } else {
                 heck_cluster::Config::lan()
             };
+            cluster.replicas = config.cluster.replicas();
+            if let Some(d) = config.cluster.sync_interval {
+                cluster.sync_interval = d.0;
+            }
+            if let Some(d) = config.cluster.settle {
+                cluster.settle = d.0;
+            }
             // Targets added through any node's API resolve with the same defaults everywhere.
             cluster.defaults = config.defaults.clone();
             Some(heck_node::membership::MembershipConfig {

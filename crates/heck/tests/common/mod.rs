@@ -1,5 +1,6 @@
 //! Helpers shared by the tests that start real `heck` processes: one HTTP request, a bounded
-//! wait, free loopback ports. (Each test binary uses a subset, hence `dead_code`.)
+//! wait, free loopback ports, and a start that says why a child died (its exit status and
+//! stderr) and whether it lost a port race. (Each test binary uses a subset, hence `dead_code`.)
 #![allow(dead_code, clippy::unwrap_used)]
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -62,25 +63,153 @@ pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration
 }
 
 /// `n` distinct ports in 10000..32000 (below the ephemeral range), free on 127.0.0.1 for both
-/// TCP and UDP right now.
+/// TCP and UDP right now, and never handed out before by this test process.
+///
+/// "Free now" is all a probe can say: another process may take a port before the child binds
+/// it (other test binaries run beside this one). So a child that exits with "address in use"
+/// is started again on fresh ports ([`StartFailure::addr_in_use`]). Within this process the
+/// tests of one binary run in parallel threads, and two of them probing the same port before
+/// either child binds it would both be told it is free: the ports already handed out are
+/// remembered, so that cannot happen.
 pub fn free_ports(n: usize) -> Vec<u16> {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
     let mut x = nanos ^ (std::process::id() << 7);
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = Vec::new();
     while out.len() < n {
         x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        let p = 10_000 + (x % 22_000) as u16;
+        let p = 10_000 + ((x >> 8) % 22_000) as u16;
         if !out.contains(&p)
+            && !handed_out.contains(&p)
             && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
             && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
         {
             out.push(p);
         }
     }
+    handed_out.extend_from_slice(&out);
     out
+}
+
+/// A child process whose stderr goes to a file, killed (SIGKILL) and reaped when dropped, the
+/// file removed with it.
+pub struct Started {
+    child: Child,
+    log: PathBuf,
+}
+
+/// Why [`start`] gave up on a child.
+#[derive(Debug)]
+pub enum StartFailure {
+    /// It exited before it was ready.
+    Exited {
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The end of its stderr.
+        stderr: String,
+    },
+    /// It was still running but not ready when the time was up (it has been killed).
+    NotReady {
+        /// The end of its stderr.
+        stderr: String,
+    },
+}
+
+impl StartFailure {
+    /// It exited because a port it was given was taken between [`free_ports`] and its bind:
+    /// start it again on other ports.
+    pub fn addr_in_use(&self) -> bool {
+        matches!(self, StartFailure::Exited { stderr, .. } if stderr.contains("in use"))
+    }
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartFailure::Exited { status, stderr } => {
+                write!(
+                    f,
+                    "exited ({status}) before it was ready; stderr ends:\n{stderr}"
+                )
+            }
+            StartFailure::NotReady { stderr } => {
+                write!(
+                    f,
+                    "still not ready when the time was up; stderr ends:\n{stderr}"
+                )
+            }
+        }
+    }
+}
+
+/// The last `max` bytes of the file at `path` (lossy UTF-8), or a note that it is unreadable.
+fn tail(path: &Path, max: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let from = bytes.len().saturating_sub(max);
+            String::from_utf8_lossy(&bytes[from..]).into_owned()
+        }
+        Err(e) => format!("(stderr unreadable: {e})"),
+    }
+}
+
+/// Spawn `cmd` with its stderr in a file and poll `ready` every 25 ms until it holds, the child
+/// exits or `limit` passes. A child that exits or never gets ready is reported with its exit
+/// status and the end of its stderr, instead of a bare timeout.
+pub fn start(
+    cmd: &mut std::process::Command,
+    limit: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<Started, StartFailure> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = std::env::temp_dir().join(format!("heck-test-{}-{n}.stderr", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    let child = cmd.stderr(file).spawn().unwrap();
+    let mut started = Started { child, log };
+    let deadline = Instant::now() + limit;
+    // Ready on two polls in a row with the child running: a port another process holds may
+    // answer `ready` for a child that is about to fail to bind it, and a child just spawned
+    // takes a few milliseconds to get that far.
+    let mut ready_before = false;
+    loop {
+        if let Ok(Some(status)) = started.child.try_wait() {
+            return Err(StartFailure::Exited {
+                status,
+                stderr: tail(&started.log, 2000),
+            });
+        }
+        let ready_now = ready();
+        if ready_now && ready_before && matches!(started.child.try_wait(), Ok(None)) {
+            return Ok(started);
+        }
+        ready_before = ready_now;
+        if Instant::now() >= deadline {
+            return Err(StartFailure::NotReady {
+                stderr: tail(&started.log, 2000),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+impl Started {
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
 }
 
 /// `127.0.0.1:port`.
