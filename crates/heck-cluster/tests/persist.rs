@@ -289,3 +289,38 @@ fn a_stale_snapshot_forged_clean_reuses_a_dot_and_the_invariant_sees_it() {
     let err = no_dot_reused(&sim).unwrap_err();
     assert!(err.contains("late") && err.contains("after"), "{err}");
 }
+
+/// One node restarts gracefully while the others run: its peers had removed it on its leave,
+/// and take it back under the same replica id; it takes its targets back.
+#[test]
+fn a_node_restarted_gracefully_while_the_others_run_keeps_its_id_and_its_targets() {
+    let disk = Disk::new();
+    let (mut sim, names) = build(&disk);
+    sim.run_until(10 * S);
+    let names = add_and_delete(&mut sim, names);
+    run_without_reuse(&mut sim, 15 * S);
+    converged(&sim, &names);
+    let id = node(&sim, 2).cluster.replica_id();
+    let mine: BTreeSet<TargetName> = node(&sim, 2).checking().cloned().collect();
+    assert!(!mine.is_empty());
+    let entries = vv_entries(&sim, 0);
+    let now = sim.now();
+    sim.node_mut(2).unwrap().shutdown(now);
+    sim.at(now + S / 5, Fault::Crash(2));
+    sim.at(20 * S, Fault::Restart(2));
+    run_without_reuse(&mut sim, 19 * S);
+    // While it is away, the others took its targets over and wrote under their own ids.
+    every_target_checked(&sim).unwrap();
+    run_without_reuse(&mut sim, 40 * S);
+    converged(&sim, &names);
+    let n = node(&sim, 2);
+    assert!(n.restored.unwrap().kept_replica_id());
+    assert_eq!(n.cluster.replica_id(), id);
+    assert_eq!(n.checking().cloned().collect::<BTreeSet<_>>(), mine);
+    for i in 0..M {
+        assert!(
+            vv_entries(&sim, i).is_subset(&entries),
+            "node {i}: no new version-vector entry"
+        );
+    }
+}
