@@ -5,7 +5,8 @@
 //! one, never a mix. A snapshot is written to a temporary file in the same directory, fsynced,
 //! renamed over the old one (atomic within one file system), and the directory is fsynced so
 //! the rename itself survives a power loss. A temporary file left by a crash is never read (and
-//! the next write truncates it). What is inside the file, and why a corrupt one is refused
+//! the next write truncates it). The file is readable by its owner only (0600): it holds every
+//! target added through the API, headers included. What is inside the file, and why a corrupt one is refused
 //! whole, is heck-cluster's `snapshot` module (`docs/protocols/cluster.md`, "Persistence").
 //!
 //! ```text
@@ -36,7 +37,7 @@ fn context(e: io::Error, what: &str, path: &Path) -> io::Error {
 /// On error the old snapshot is untouched.
 pub fn write_snapshot(dir: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(TEMP_FILE);
-    let written = File::create(&tmp)
+    let written = create_private(&tmp)
         .and_then(|mut f| {
             f.write_all(bytes)?;
             f.sync_all()
@@ -56,6 +57,20 @@ pub fn write_snapshot(dir: &Path, bytes: &[u8]) -> io::Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| context(e, "syncing the directory", dir))
+}
+
+/// Create (or truncate) `path`, readable by its owner only: a snapshot holds every target added
+/// through the API, headers included, which may carry credentials.
+fn create_private(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path)?;
+    // `mode` applies only when the file is created: a leftover temporary file keeps its own.
+    #[cfg(unix)]
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(file)
 }
 
 /// The snapshot in `dir`, or `None` if there is none. A file larger than
@@ -127,7 +142,9 @@ pub fn lock_data_dir(dir: &Path) -> io::Result<DataDirLock> {
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            let holder = fs::read_to_string(&path).unwrap_or_default();
+            // A pid is a few digits: read no more than that from a file someone else wrote.
+            let mut holder = String::new();
+            let _ = File::open(&path).and_then(|f| f.take(32).read_to_string(&mut holder));
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!(
@@ -195,6 +212,22 @@ mod tests {
             !dir.0.join(TEMP_FILE).exists(),
             "the temporary file was renamed"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_snapshot_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = Scratch::new("private");
+        // A leftover temporary file from before, readable by all.
+        fs::write(dir.0.join(TEMP_FILE), b"old").unwrap();
+        fs::set_permissions(dir.0.join(TEMP_FILE), fs::Permissions::from_mode(0o644)).unwrap();
+        write_snapshot(&dir.0, b"secret headers").unwrap();
+        let mode = fs::metadata(dir.0.join(SNAPSHOT_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     /// What a crash in the middle of a write leaves: the old snapshot and a partial temporary
