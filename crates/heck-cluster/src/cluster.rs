@@ -442,20 +442,26 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
             stats: Stats::default(),
             config,
         };
+        // Which targets exist: the config file's, overlaid with the replicated entries (none
+        // in a new store; those added or deleted through the API in a restored one). The
+        // file's targets without an entry go in directly, not through `refresh_target`, which
+        // would copy each spec into an effect nobody reads (100,000 of them at start).
+        let replicated: Vec<TargetName> = c
+            .store
+            .keys()
+            .filter_map(|k| match k {
+                Key::Target(t) => Some(t.clone()),
+                Key::Status(_) => None,
+            })
+            .collect(); // sorted: the map's keys are ordered, `Key::Target`s by name
         let mut ignored = Vec::new();
         for spec in targets {
-            c.config_targets.insert(spec.name.clone(), spec);
+            c.config_targets.insert(spec.name.clone(), spec.clone());
+            if replicated.binary_search(&spec.name).is_err() {
+                c.upsert_target(Now::default(), spec, &mut ignored);
+            }
         }
-        // Which targets exist: the config file's, overlaid with the replicated entries (none
-        // in a new store; those of a restored one).
-        let mut names: Vec<TargetName> = c.config_targets.keys().cloned().collect();
-        names.extend(c.store.keys().filter_map(|k| match k {
-            Key::Target(t) => Some(t.clone()),
-            Key::Status(_) => None,
-        }));
-        names.sort();
-        names.dedup();
-        for t in names {
+        for t in replicated {
             c.refresh_target(Now::default(), &t, &mut ignored);
         }
         Ok(c)
