@@ -30,7 +30,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use heck_check::{CheckState, Defaults, SpecError, Status, TargetInput, TargetName, TargetSpec};
-use heck_crdt::{Message, ReplicaId};
+use heck_crdt::{Message, ORMap, ReplicaId};
 use heck_sim::SplitMix64;
 use heck_swim::{Now, PushPullState};
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,7 @@ use crate::adapter::ownership::{Change, Owners};
 use crate::adapter::swim::{Event, Membership};
 use crate::answer::{Answer, pick};
 use crate::record::{Key, StatusRecord, TargetEntry, Value};
+use crate::snapshot::{self, Restored, SnapshotError};
 use heck_check::NodeName;
 
 /// Parameters. Every node of a cluster must use the same `replicas`, `weights` and `defaults`
@@ -356,6 +357,60 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
         id: Identity<A>,
         targets: Vec<TargetSpec>,
     ) -> Result<Self, ClusterError> {
+        let store = Store::new(ReplicaId::new(id.name.as_str(), id.epoch), config.sync);
+        Self::with_store(config, id, targets, store)
+    }
+
+    /// A node restored from its snapshot file `bytes` (see [`crate::snapshot`]), with the
+    /// config file's `targets`: targets added and deleted through the API, every status record
+    /// and the causal context are back; members, owners and peers start as for
+    /// [`new`](Self::new). A clean snapshot keeps its replica id; an unclean one takes
+    /// `id.epoch` (see [`Restored`]). A corrupt, foreign or future snapshot is refused with an
+    /// error that says which, and nothing of it is loaded.
+    ///
+    /// **Before the first write** (before [`start`](Self::start) and before any check result or
+    /// API call is handed in), write [`snapshot(false)`](Self::snapshot) over the file: a clean
+    /// snapshot is good once (a crash later must not restore the same id again).
+    pub fn restore(
+        config: Config,
+        id: Identity<A>,
+        targets: Vec<TargetSpec>,
+        bytes: &[u8],
+    ) -> Result<(Self, Restored), SnapshotError> {
+        let snap = snapshot::decode(bytes, &id.name)?;
+        let previous = snap.replica.id;
+        let replica = if snap.clean {
+            previous
+        } else {
+            ReplicaId::new(id.name.as_str(), id.epoch)
+        };
+        let store =
+            Store::restore(snap.replica, replica, config.sync).map_err(SnapshotError::Restore)?;
+        let cluster =
+            Self::with_store(config, id, targets, store).map_err(SnapshotError::Cluster)?;
+        let restored = Restored {
+            replica,
+            previous,
+            clean: snap.clean,
+        };
+        Ok((cluster, restored))
+    }
+
+    /// This node's snapshot file (see [`crate::snapshot`]): its replica's id, buffer position
+    /// and whole replicated state. `clean` only at graceful shutdown, after the last call that
+    /// may write (`handle_check`, `add_target`, `remove_target`, `leave`) and with none after
+    /// it: a clean snapshot promises that it holds every dot this replica made, so a restore
+    /// keeps the replica id. Periodic snapshots are not clean.
+    pub fn snapshot(&self, clean: bool) -> Vec<u8> {
+        snapshot::encode(&self.me, clean, &self.store.encode_durable())
+    }
+
+    fn with_store(
+        config: Config,
+        id: Identity<A>,
+        targets: Vec<TargetSpec>,
+        store: Store,
+    ) -> Result<Self, ClusterError> {
         // Every weight is checked here: a bad weight of another member would otherwise keep it
         // out of the assignment silently, on every node.
         for (name, &w) in &config.weights {
@@ -370,7 +425,6 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
         .map_err(|e| ClusterError::Ownership(e.to_string()))?;
         let membership = Membership::new(&id.name, id.addr, id.incarnation, config.swim, id.seed)
             .map_err(ClusterError::Membership)?;
-        let store = Store::new(ReplicaId::new(id.name.as_str(), id.epoch), config.sync);
         let mut c = Cluster {
             me: id.name,
             membership,
@@ -388,10 +442,27 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
             stats: Stats::default(),
             config,
         };
+        // Which targets exist: the config file's, overlaid with the replicated entries (none
+        // in a new store; those added or deleted through the API in a restored one). The
+        // file's targets without an entry go in directly, not through `refresh_target`, which
+        // would copy each spec into an effect nobody reads (100,000 of them at start).
+        let replicated: Vec<TargetName> = c
+            .store
+            .keys()
+            .filter_map(|k| match k {
+                Key::Target(t) => Some(t.clone()),
+                Key::Status(_) => None,
+            })
+            .collect(); // sorted: the map's keys are ordered, `Key::Target`s by name
         let mut ignored = Vec::new();
         for spec in targets {
             c.config_targets.insert(spec.name.clone(), spec.clone());
-            c.upsert_target(Now::default(), spec, &mut ignored);
+            if replicated.binary_search(&spec.name).is_err() {
+                c.upsert_target(Now::default(), spec, &mut ignored);
+            }
+        }
+        for t in replicated {
+            c.refresh_target(Now::default(), &t, &mut ignored);
         }
         Ok(c)
     }
@@ -624,6 +695,11 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
     /// Its replica id.
     pub fn replica_id(&self) -> ReplicaId {
         self.store.id()
+    }
+
+    /// The replicated map, read only (its causal context holds the version vector).
+    pub fn replicated(&self) -> &ORMap<Key, Value> {
+        self.store.map()
     }
 
     /// What this node answers about `target`.

@@ -13,7 +13,9 @@
 //!    `Disown`; check results → status writes (only changes); deltas → answers.
 //! 5. [`adapter`] — one thin module per core crate used (heck-swim, heck-crdt, heck-ownership,
 //!    heck-check/heck-sched), so their API changes stay in one small file each.
-//! 6. [`sim`] — the whole node as a [`heck_sim::Process`] with scripted virtual checks, and
+//! 6. [`snapshot`] — the `--data-dir` snapshot file: framing, checksum, and what a restore
+//!    may keep ([`Cluster::snapshot`], [`Cluster::restore`]).
+//! 7. [`sim`] — the whole node as a [`heck_sim::Process`] with scripted virtual checks, and
 //!    [`sim::invariants`], one function per invariant.
 //!
 //! Invariant: no clock, no socket, no task, no randomness drawn here (`clippy.toml` bans the
@@ -26,6 +28,7 @@ pub mod answer;
 pub mod cluster;
 pub mod record;
 pub mod sim;
+pub mod snapshot;
 
 pub use answer::{Answer, Pick, pick};
 pub use cluster::{
@@ -35,3 +38,4 @@ pub use cluster::{
 pub use heck_check::NodeName;
 pub use heck_swim::{Now, PushPullState};
 pub use record::{Key, StatusRecord, TargetEntry, Value};
+pub use snapshot::{Restored, Snapshot, SnapshotError};

@@ -13,11 +13,13 @@
 //! 5. [`message`] — what replicas say to each other; [`validate`] — what is checked before
 //!    anything received is joined.
 //! 6. [`wire`] — versioned postcard encoding that never panics on bad input.
+//! 7. [`durable`] — what a replica keeps across a restart, and when it may keep its id.
 //!
 //! Invariant: nothing here reads a clock, draws randomness or touches IO; callers pass time and
 //! randomness in and carry the returned messages. `docs/protocols/crdt.md` tells the story.
 
 pub mod causal;
+pub mod durable;
 pub mod lww;
 pub mod message;
 pub mod ormap;
@@ -27,6 +29,7 @@ pub mod validate;
 pub mod wire;
 
 pub use causal::{CausalContext, Causality, Dot, ReplicaId, VersionVector};
+pub use durable::{Durable, RestoreError};
 pub use lww::LwwReg;
 pub use message::{Body, MAX_PIECES, Message, Piece};
 pub use ormap::{Delta, ORMap};

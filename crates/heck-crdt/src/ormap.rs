@@ -214,6 +214,16 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
         }
     }
 
+    /// The map whose state is `state` (a snapshot read back from disk): validated like anything
+    /// received, so an inconsistent state is refused whole, never half-loaded.
+    pub fn from_state(state: Delta<K, V>) -> Result<Self, crate::validate::Invalid> {
+        state.validate()?;
+        let mut map = ORMap::new();
+        // Joined into an empty map: every entry is new, and the index is built on the way.
+        map.apply(&state);
+        Ok(map)
+    }
+
     /// Forget `replica`'s dots except those of entries still live (see `Replica::retire`).
     /// The one change of state that is not a join: safe only under `retire`'s conditions.
     pub fn retire(&mut self, replica: ReplicaId) {

@@ -36,6 +36,7 @@ use heck_sim::SplitMix64;
 use serde::Serialize;
 
 use crate::causal::{CausalContext, ReplicaId};
+use crate::durable::{Durable, DurableRef, RestoreError};
 pub use crate::message::{Body, MAX_PIECES, Message, Piece};
 use crate::ormap::{Delta, ORMap};
 use crate::validate::{self, Invalid};
@@ -225,6 +226,54 @@ where
             next_seq: 0,
             ticks: 0,
             stats: Stats::default(),
+        }
+    }
+
+    /// A replica restored from `durable` (read back from disk), running under `id`: either
+    /// `durable.id`, when the snapshot was written after the replica's last write (a clean
+    /// shutdown), or a fresh id of the same node (anything else: see [`crate::durable`]).
+    /// Its peers start as for [`new`](Self::new); its delta buffer starts empty at the saved
+    /// position. The state is validated first and refused whole if inconsistent.
+    pub fn restore(
+        durable: Durable<K, V>,
+        id: ReplicaId,
+        peers: impl IntoIterator<Item = P>,
+        config: Config,
+    ) -> Result<Self, RestoreError> {
+        if id.node != durable.id.node {
+            return Err(RestoreError::OtherNode {
+                snapshot: durable.id,
+                id,
+            });
+        }
+        if id != durable.id && durable.state.ctx.mentions(&id) {
+            return Err(RestoreError::EpochSeen(id));
+        }
+        let map = ORMap::from_state(durable.state)?;
+        let mut replica = Replica::new(id, peers, config);
+        replica.map = map;
+        replica.first_seq = durable.next_seq;
+        replica.next_seq = durable.next_seq;
+        Ok(replica)
+    }
+
+    /// The durable part (see [`Durable`]), encoded with [`crate::wire::encode`]; read it back
+    /// with `wire::decode::<Durable<K, V>>`. Borrows the state: no copy of the map is made.
+    pub fn encode_durable(&self) -> Vec<u8> {
+        crate::wire::encode(&DurableRef {
+            id: self.id,
+            next_seq: self.next_seq,
+            state: self.map.state(),
+        })
+    }
+
+    /// The durable part, as a value (a copy of the whole map: for tests and small states;
+    /// [`encode_durable`](Self::encode_durable) writes a snapshot without the copy).
+    pub fn durable(&self) -> Durable<K, V> {
+        Durable {
+            id: self.id,
+            next_seq: self.next_seq,
+            state: self.map.state().clone(),
         }
     }
 

@@ -38,11 +38,13 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 mod api;
+mod data_dir;
 pub mod membership;
 pub mod metrics;
 pub mod registry;
 
 pub use api::ApiLimits;
+pub use data_dir::{DataDirLock, lock_data_dir, read_snapshot, write_snapshot};
 pub use registry::{Registry, TargetView};
 
 /// Default `max_in_flight`: enough for 10,000 checks/s at 400 ms latency, far below the 20,000

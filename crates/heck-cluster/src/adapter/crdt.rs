@@ -6,7 +6,7 @@
 //! C2), so it no longer holds back the buffer's garbage collection.
 use std::collections::{BTreeMap, HashSet};
 
-use heck_crdt::{Delta, Dot, Message, ORMap, Replica, ReplicaId};
+use heck_crdt::{Delta, Dot, Durable, Message, ORMap, Replica, ReplicaId, RestoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Key, Value};
@@ -55,6 +55,28 @@ impl Store {
         Store {
             replica: Replica::new(id, [], config),
         }
+    }
+
+    /// A store restored from a snapshot's durable part, running under `id` (the snapshot's id
+    /// after a clean shutdown, else a fresh one: see heck-crdt's `durable` module).
+    pub fn restore(
+        durable: Durable<Key, Value>,
+        id: ReplicaId,
+        config: heck_crdt::Config,
+    ) -> Result<Store, RestoreError> {
+        Ok(Store {
+            replica: Replica::restore(durable, id, [], config)?,
+        })
+    }
+
+    /// The durable part (id, buffer position, state), encoded with heck-crdt's wire format.
+    pub fn encode_durable(&self) -> Vec<u8> {
+        self.replica.encode_durable()
+    }
+
+    /// The replicated map (read only).
+    pub fn map(&self) -> &ORMap<Key, Value> {
+        self.replica.map()
     }
 
     /// This replica's id.

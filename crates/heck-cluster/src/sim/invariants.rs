@@ -155,3 +155,29 @@ pub fn answers_agree(sim: &Sim<SimNode>) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// No dot names two writes: every running node that holds an entry under a dot holds the same
+/// key and value under it (a replica restored under an id whose last dots it lost would issue
+/// one of them again; see heck-crdt's `durable` module).
+pub fn no_dot_reused(sim: &Sim<SimNode>) -> Result<(), String> {
+    let mut seen: BTreeMap<heck_crdt::Dot, (usize, &crate::Key, &crate::Value)> = BTreeMap::new();
+    for (i, n) in live(sim) {
+        for (k, m) in &n.cluster.replicated().state().entries {
+            for (d, v) in m {
+                match seen.get(d) {
+                    Some(&(j, k2, v2)) if (k2, v2) != (k, v) => {
+                        return Err(format!(
+                            "dot {}:{} names {k:?} = {v:?} at node {i} and {k2:?} = {v2:?} at node {j}",
+                            d.replica, d.counter
+                        ));
+                    }
+                    Some(_) => {}
+                    None => {
+                        seen.insert(*d, (i, k, v));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -22,6 +22,7 @@
 //! in heck-swim's own simulator driver.
 pub mod invariants;
 
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::rc::Rc;
@@ -33,6 +34,7 @@ use heck_swim::{Now, Packet, PushPullState};
 
 use crate::adapter::check::key_hash;
 use crate::cluster::{Cluster, Config, Effect, Identity, SyncMsg, Timer, encode};
+use crate::snapshot::Restored;
 use heck_check::NodeName;
 
 /// A message between simulated nodes: SWIM's datagrams and the sync channel's messages.
@@ -134,11 +136,43 @@ pub fn node_name(id: NodeId) -> NodeName {
     NodeName::new(format!("n{id}")).unwrap_or_else(|_| unreachable!())
 }
 
+/// What survives a simulated crash: each node's snapshot file (its `--data-dir`), shared by
+/// every incarnation the simulator's factory makes.
+#[derive(Debug, Clone, Default)]
+pub struct Disk(Rc<RefCell<HashMap<NodeId, Vec<u8>>>>);
+
+impl Disk {
+    /// No files.
+    pub fn new() -> Disk {
+        Disk::default()
+    }
+
+    /// Node `id`'s snapshot file, if it wrote one.
+    pub fn read(&self, id: NodeId) -> Option<Vec<u8>> {
+        self.0.borrow().get(&id).cloned()
+    }
+
+    /// Replace node `id`'s snapshot file (atomically, as heck-node's `write_snapshot` does).
+    pub fn write(&self, id: NodeId, bytes: Vec<u8>) {
+        self.0.borrow_mut().insert(id, bytes);
+    }
+}
+
 /// One simulated heck agent.
 #[derive(Debug)]
 pub struct SimNode {
     /// The decision core, exactly as the agent runs it.
     pub cluster: Cluster<NodeId>,
+    /// Who it is (kept to restore from its snapshot).
+    identity: Identity<NodeId>,
+    /// Its data dir, and how often it writes a periodic (unclean) snapshot there, if at all.
+    disk: Option<(Disk, Option<Duration>)>,
+    next_save: Duration,
+    /// Shut down gracefully: it neither acts nor listens any more (the simulator crashes it
+    /// next, which is how a stopped process leaves the simulation).
+    stopped: bool,
+    /// What the restore at its start did with the replica id (`None`: it started empty).
+    pub restored: Option<Restored>,
     timers: BinaryHeap<Reverse<(Duration, u64, Timer)>>,
     seq: u64,
     seeds: Vec<NodeId>,
@@ -176,12 +210,17 @@ impl SimNode {
                 .next_u64(),
             seed: seed ^ (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(restarts),
         };
-        let cluster = match Cluster::new(config, identity, targets) {
+        let cluster = match Cluster::new(config, identity.clone(), targets) {
             Ok(c) => c,
             Err(e) => panic!("simulated config is valid: {e}"),
         };
         SimNode {
             cluster,
+            identity,
+            disk: None,
+            next_save: Duration::ZERO,
+            stopped: false,
+            restored: None,
             timers: BinaryHeap::new(),
             seq: 0,
             seeds: seeds.into_iter().filter(|&s| s != id).collect(),
@@ -193,6 +232,50 @@ impl SimNode {
             last_change: HashMap::new(),
             pending: Vec::new(),
         }
+    }
+
+    /// Give the node a data dir on `disk`: if its snapshot is there, restart from it (with
+    /// `config` and the config file's `targets`, as [`new`](Self::new) was given) and at once
+    /// replace it with an unclean one, as heck-node does (a clean snapshot is good once). With
+    /// `every`, write a periodic unclean snapshot that often. Panics on a refused snapshot: in
+    /// the simulator that is a bug.
+    pub fn with_disk(
+        mut self,
+        disk: Disk,
+        every: Option<Duration>,
+        config: Config,
+        targets: Vec<TargetSpec>,
+    ) -> SimNode {
+        let id = self.identity.addr;
+        if let Some(bytes) = disk.read(id) {
+            match Cluster::restore(config, self.identity.clone(), targets, &bytes) {
+                Ok((cluster, restored)) => {
+                    self.cluster = cluster;
+                    self.restored = Some(restored);
+                    disk.write(id, self.cluster.snapshot(false));
+                }
+                Err(e) => panic!("node {id}'s snapshot is refused: {e}"),
+            }
+        }
+        self.disk = Some((disk, every));
+        self
+    }
+
+    /// Write a snapshot to the node's disk (`clean` only when it writes nothing afterwards).
+    pub fn save(&self, clean: bool) {
+        if let Some((disk, _)) = &self.disk {
+            disk.write(self.identity.addr, self.cluster.snapshot(clean));
+        }
+    }
+
+    /// Shut down gracefully at `now`, as the agent does on SIGTERM: leave the cluster (the
+    /// leave goes out on the next tick), write the final, clean snapshot, and from then on
+    /// neither act nor listen. Crash the node afterwards to take it out of the simulation.
+    pub fn shutdown(&mut self, now: Duration) {
+        let fx = self.cluster.leave(at(now));
+        self.inject(fx);
+        self.save(true);
+        self.stopped = true;
     }
 
     /// The targets this node is checking now.
@@ -276,6 +359,9 @@ impl Process for SimNode {
     type Msg = Msg;
 
     fn on_message(&mut self, now: Duration, from: NodeId, msg: Msg, out: &mut Outbox<Msg>) {
+        if self.stopped {
+            return;
+        }
         let fx = match msg {
             Msg::Swim(p) => self.cluster.handle_swim(at(now), p),
             Msg::Sync(m) => self.cluster.handle_sync(at(now), m),
@@ -306,6 +392,15 @@ impl Process for SimNode {
         }
         let pending = std::mem::take(&mut self.pending);
         self.run(now, pending, out);
+        if self.stopped {
+            return;
+        }
+        if let Some((_, Some(every))) = &self.disk
+            && now >= self.next_save
+        {
+            self.next_save = now + *every;
+            self.save(false);
+        }
         while let Some(Reverse((due, _, _))) = self.timers.peek() {
             if *due > now {
                 break;
