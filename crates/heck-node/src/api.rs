@@ -706,6 +706,9 @@ struct GossipInfo {
     /// The cluster: owned targets, members, contested answers, deltas pending, decisions and
     /// anti-entropy counters (refreshed every second).
     cluster: membership::ClusterCounts,
+    /// Snapshots of the replicated state (only with `--data-dir`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<membership::PersistCounts>,
 }
 
 #[derive(Serialize)]
@@ -766,6 +769,7 @@ async fn node(State(shared): State<Arc<Shared>>) -> Json<NodeInfo> {
                 .checks_dropped
                 .load(std::sync::atomic::Ordering::Relaxed),
             cluster: v.cluster_counts(),
+            data_dir: v.persist_counts(),
         }),
     })
 }

@@ -108,9 +108,10 @@ pub enum NodeError {
     /// Two initial targets share a name.
     #[error("duplicate target name {0:?}")]
     Duplicate(String),
-    /// The cluster's configuration is unusable.
-    #[error(transparent)]
-    Cluster(heck_cluster::ClusterError),
+    /// The cluster could not start: its configuration, or its data dir (locked by another
+    /// agent, a snapshot refused, not writable).
+    #[error("{0}")]
+    Cluster(String),
 }
 
 /// A status transition, as the event stream sends it.
@@ -366,10 +367,25 @@ pub async fn run(
         .as_ref()
         .map(|_| Arc::new(membership::MembershipView::default()));
     // Version 2: the cluster decides which targets this node checks.
+    let mut initial = Vec::new();
     let cluster = match &config.membership {
         Some(m) => {
-            let core =
-                membership::new_cluster(m, config.targets.clone()).map_err(NodeError::Cluster)?;
+            // Blocking file IO (lock, read, write back) before anything runs.
+            let (core, persist) =
+                membership::open_cluster(m, config.targets.clone()).map_err(NodeError::Cluster)?;
+            // The registry starts from the cluster's targets, not the file's: a restored state
+            // adds the targets added through the API and drops the deleted ones.
+            let answers: Vec<(TargetSpec, Status)> = core
+                .targets()
+                .values()
+                .map(|spec| {
+                    let status = core
+                        .answer(&spec.name)
+                        .map_or(Status::Unknown, |a| a.status);
+                    (spec.clone(), status)
+                })
+                .collect();
+            initial = answers;
             let (tx, rx) = mpsc::channel(membership::INPUT_QUEUE);
             Some((
                 ClusterLink {
@@ -378,13 +394,14 @@ pub async fn run(
                     me: m.node_name.clone(),
                 },
                 rx,
+                persist,
             ))
         }
         None => None,
     };
-    let (cluster, cluster_inputs) = match cluster {
-        Some((link, rx)) => (Some(link), Some(rx)),
-        None => (None, None),
+    let (cluster, cluster_inputs, persist) = match cluster {
+        Some((link, rx, persist)) => (Some(link), Some(rx), persist),
+        None => (None, None, None),
     };
 
     let max_in_flight = config.max_in_flight.max(1);
@@ -417,7 +434,19 @@ pub async fn run(
         api_limits: config.api,
         subscribers: Arc::new(tokio::sync::Semaphore::new(config.api.max_subscribers)),
     });
-    load_targets(&shared, config.targets)?;
+    if clustered {
+        load_targets(
+            &shared,
+            initial.iter().map(|(spec, _)| spec.clone()).collect(),
+        )?;
+        let mut reg = shared.registry();
+        for (spec, status) in &initial {
+            reg.set_answer(&spec.name, *status);
+        }
+        shared.metrics.targets(reg.counts());
+    } else {
+        load_targets(&shared, config.targets)?;
+    }
     let drivers = start_shards(&shared, command_rxs, max_in_flight).await?;
     let gossiper = match (config.membership, gossip, members, cluster_inputs) {
         (Some(m), Some(socket), Some(view), Some(inputs)) => {
@@ -430,6 +459,7 @@ pub async fn run(
                     view,
                     core,
                     Some(shared.clone()),
+                    persist,
                     inputs,
                     shutdown.clone(),
                 ))

@@ -69,6 +69,8 @@ pub struct MembershipConfig {
     pub cluster: heck_cluster::Config,
     /// The key ring (the cluster name is its associated data).
     pub keyring: Keyring,
+    /// `--data-dir`: where the replicated state is snapshotted (see [`open_cluster`]).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// A member as `GET /v1/members` shows it.
@@ -158,6 +160,20 @@ impl From<heck_cluster::Stats> for DecisionCounts {
     }
 }
 
+/// Snapshots of the replicated state (`--data-dir`).
+#[derive(Debug, Default, Serialize)]
+pub struct PersistCounts {
+    /// Snapshots written (periodic and final), and the size of the last one.
+    pub written: u64,
+    /// Bytes of the last snapshot written.
+    pub last_bytes: u64,
+    /// Snapshots skipped because nothing changed since the last one.
+    pub unchanged: u64,
+    /// Snapshots that could not be written (disk full, permissions): the node goes on, and
+    /// the next period tries again.
+    pub failed: u64,
+}
+
 /// What the API reads.
 #[derive(Debug, Default)]
 pub struct MembershipView {
@@ -170,6 +186,8 @@ pub struct MembershipView {
     swim: Mutex<heck_swim::Stats>,
     /// The cluster's counters, refreshed every second.
     cluster: Mutex<ClusterCounts>,
+    /// Snapshot counters, when the node has a data dir.
+    persist: Mutex<Option<PersistCounts>>,
     /// The stream transport, once started (for its counters).
     stream: Mutex<Option<heck_stream::Stream>>,
 }
@@ -190,6 +208,18 @@ impl MembershipView {
     /// The cluster's counters as of the last refresh (every second).
     pub fn cluster_counts(&self) -> ClusterCounts {
         self.cluster.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The snapshot counters (`None` without `--data-dir`).
+    pub fn persist_counts(&self) -> Option<PersistCounts> {
+        self.persist.lock().ok().and_then(|p| {
+            p.as_ref().map(|c| PersistCounts {
+                written: c.written,
+                last_bytes: c.last_bytes,
+                unchanged: c.unchanged,
+                failed: c.failed,
+            })
+        })
     }
 
     /// The push-pull counters at this moment.
@@ -225,30 +255,107 @@ pub fn lock(cluster: &SharedCluster) -> MutexGuard<'_, Cluster<SocketAddr>> {
     cluster.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Build this node's cluster core from its config and the config file's targets. The SWIM
-/// incarnation is the start time in milliseconds (above any this name used before, so a
-/// restarted node is newer than its own death); the CRDT epoch is 64 random bits (a restarted
-/// node never reuses a dot).
-pub fn new_cluster(
-    config: &MembershipConfig,
-    targets: Vec<heck_check::TargetSpec>,
-) -> Result<Cluster<SocketAddr>, ClusterError> {
+/// Who this node is, at this start. The SWIM incarnation is the start time in milliseconds
+/// (above any this name used before, so a restarted node is newer than its own death); the CRDT
+/// epoch is 64 random bits (a restarted node never reuses a dot, unless a clean snapshot lets it
+/// keep its replica id: see [`open_cluster`]).
+fn identity(config: &MembershipConfig) -> Identity<SocketAddr> {
     let incarnation = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as u64);
     let seed = getrandom::u64().unwrap_or(incarnation);
     let epoch = getrandom::u64().unwrap_or(seed ^ incarnation);
-    Cluster::new(
-        config.cluster.clone(),
-        Identity {
-            name: config.node_name.clone(),
-            addr: config.advertise_addr,
-            incarnation,
-            epoch,
-            seed,
-        },
-        targets,
-    )
+    Identity {
+        name: config.node_name.clone(),
+        addr: config.advertise_addr,
+        incarnation,
+        epoch,
+        seed,
+    }
+}
+
+/// Build this node's cluster core from its config and the config file's targets, without a
+/// data dir.
+pub fn new_cluster(
+    config: &MembershipConfig,
+    targets: Vec<heck_check::TargetSpec>,
+) -> Result<Cluster<SocketAddr>, ClusterError> {
+    Cluster::new(config.cluster.clone(), identity(config), targets)
+}
+
+/// The data dir of a running node: held locked for the node's life.
+#[derive(Debug)]
+pub struct Persist {
+    dir: std::path::PathBuf,
+    _lock: crate::DataDirLock,
+    /// xxh3 of the last snapshot written: an unchanged state is not written again.
+    last: Option<u64>,
+}
+
+/// How often the replicated state is snapshotted (when it changed).
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
+
+/// Build this node's cluster core; with `--data-dir`, from its snapshot. In order: lock the dir
+/// (a second agent on it is refused), read `cluster.snapshot`; if there is one, restore it
+/// (refused whole, with a sentence, if corrupt, of another node, or of a newer format: the agent
+/// does not start) and at once write it back as an *unclean* snapshot, so that a crash after
+/// this start can never restore the same replica id again (see `docs/protocols/cluster.md`,
+/// "Persistence"); without one, a new core. Errors are sentences for the operator.
+pub fn open_cluster(
+    config: &MembershipConfig,
+    targets: Vec<heck_check::TargetSpec>,
+) -> Result<(Cluster<SocketAddr>, Option<Persist>), String> {
+    let Some(dir) = &config.data_dir else {
+        return new_cluster(config, targets)
+            .map(|c| (c, None))
+            .map_err(|e| e.to_string());
+    };
+    let shown = dir.display();
+    let lock = crate::lock_data_dir(dir).map_err(|e| format!("--data-dir {shown}: {e}"))?;
+    let bytes =
+        crate::read_snapshot(dir).map_err(|e| format!("--data-dir {shown}: cannot read: {e}"))?;
+    let Some(bytes) = bytes else {
+        let cluster = new_cluster(config, targets).map_err(|e| e.to_string())?;
+        tracing::info!(dir = %shown, "no snapshot yet: starting empty");
+        return Ok((
+            cluster,
+            Some(Persist {
+                dir: dir.clone(),
+                _lock: lock,
+                last: None,
+            }),
+        ));
+    };
+    let (cluster, restored) =
+        Cluster::restore(config.cluster.clone(), identity(config), targets, &bytes).map_err(
+            |e| {
+                format!(
+                    "{}: {e}. Move the file away to start without it (the node then learns \
+                     the state from its peers)",
+                    dir.join(crate::data_dir::SNAPSHOT_FILE).display()
+                )
+            },
+        )?;
+    let unclean = cluster.snapshot(false);
+    crate::write_snapshot(dir, &unclean).map_err(|e| {
+        format!("--data-dir {shown}: cannot write the snapshot back before starting: {e}")
+    })?;
+    tracing::info!(
+        dir = %shown,
+        targets = cluster.targets().len(),
+        kept_replica_id = restored.kept_replica_id(),
+        clean = restored.clean,
+        "restored the replicated state"
+    );
+    let last = Some(xxhash_rust::xxh3::xxh3_64(&unclean));
+    Ok((
+        cluster,
+        Some(Persist {
+            dir: dir.clone(),
+            _lock: lock,
+            last,
+        }),
+    ))
 }
 
 /// What the rest of the agent asks of the cluster driver.
@@ -327,7 +434,7 @@ pub async fn run(
         }
     };
     let (_inputs, rx) = mpsc::channel(1);
-    run_node(config, sockets, view, cluster, None, rx, shutdown).await;
+    run_node(config, sockets, view, cluster, None, None, rx, shutdown).await;
 }
 
 /// Run the cluster driver until `shutdown`; then leave gracefully. `node` receives the
@@ -339,9 +446,15 @@ pub(crate) async fn run_node(
     view: Arc<MembershipView>,
     cluster: SharedCluster,
     node: Option<Arc<crate::Shared>>,
+    persist: Option<Persist>,
     inputs: mpsc::Receiver<Input>,
     shutdown: CancellationToken,
 ) {
+    if persist.is_some()
+        && let Ok(mut p) = view.persist.lock()
+    {
+        *p = Some(PersistCounts::default());
+    }
     let stream = heck_stream::Stream::start(
         heck_stream::Config::new(config.node_name.to_string(), config.advertise_addr),
         config.keyring.clone(),
@@ -378,6 +491,8 @@ pub(crate) async fn run_node(
         start: Instant::now(),
         push_pulls,
         stream,
+        persist,
+        writing: None,
     };
     driver.run(config.join, incoming, inputs, shutdown).await;
 }
@@ -404,6 +519,10 @@ struct Driver {
     push_pulls: Option<PushPulls>,
     /// The stream transport, for sync messages.
     stream: Option<heck_stream::Stream>,
+    /// The data dir, if any.
+    persist: Option<Persist>,
+    /// A snapshot being written (on a blocking thread), and its hash; one at a time.
+    writing: Option<(tokio::task::JoinHandle<std::io::Result<usize>>, u64)>,
 }
 
 impl Driver {
@@ -423,6 +542,8 @@ impl Driver {
         self.apply(effects).await;
         let mut counts = tokio::time::interval(COUNTS_EVERY);
         counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut snapshots = tokio::time::interval(SNAPSHOT_EVERY);
+        snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = self.timers.peek().map(|Reverse((at, _, _))| *at);
             tokio::select! {
@@ -430,6 +551,7 @@ impl Driver {
                 _ = shutdown.cancelled() => {
                     let effects = self.cluster().leave(clock(self.start));
                     self.apply(effects).await;
+                    self.final_snapshot().await;
                     return;
                 }
                 _ = async { if let Some(at) = next { tokio::time::sleep_until(at).await } }, if next.is_some() => {
@@ -455,8 +577,93 @@ impl Driver {
                 },
                 Some(input) = inputs.recv() => self.on_input(input).await,
                 _ = counts.tick() => self.publish_counts(),
+                _ = snapshots.tick(), if self.persist.is_some() => self.snapshot().await,
             }
         }
+    }
+
+    /// Count how the last snapshot write ended, if it has.
+    async fn reap_snapshot(&mut self, wait: bool) {
+        let done = self
+            .writing
+            .as_ref()
+            .is_some_and(|(h, _)| wait || h.is_finished());
+        if !done {
+            return;
+        }
+        let Some((handle, hash)) = self.writing.take() else {
+            return;
+        };
+        let result = handle
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let Ok(mut counts) = self.view.persist.lock() else {
+            return;
+        };
+        let Some(counts) = counts.as_mut() else {
+            return;
+        };
+        match result {
+            Ok(bytes) => {
+                counts.written += 1;
+                counts.last_bytes = bytes as u64;
+                if let Some(p) = self.persist.as_mut() {
+                    p.last = Some(hash);
+                }
+            }
+            Err(e) => {
+                counts.failed += 1;
+                tracing::warn!(%e, "snapshot not written (the node goes on; the next period tries again)");
+            }
+        }
+    }
+
+    /// The periodic snapshot: *unclean* (this node writes on after it), written on a blocking
+    /// thread, skipped when the state has not changed or the last write is still running.
+    async fn snapshot(&mut self) {
+        // Counts the last write if it has finished (no wait); skips this period if it has not.
+        self.reap_snapshot(false).await;
+        if self.writing.is_some() {
+            return;
+        }
+        let Some(persist) = self.persist.as_ref() else {
+            return;
+        };
+        let bytes = self.cluster().snapshot(false);
+        let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+        if persist.last == Some(hash) {
+            if let Ok(mut c) = self.view.persist.lock()
+                && let Some(c) = c.as_mut()
+            {
+                c.unchanged += 1;
+            }
+            return;
+        }
+        let dir = persist.dir.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            crate::write_snapshot(&dir, &bytes).map(|()| bytes.len())
+        });
+        self.writing = Some((handle, hash));
+    }
+
+    /// At graceful shutdown, after leaving: the *clean* snapshot (no write follows it), so the
+    /// next start keeps this node's replica id.
+    async fn final_snapshot(&mut self) {
+        if self.persist.is_none() {
+            return;
+        }
+        self.reap_snapshot(true).await;
+        let Some(persist) = self.persist.as_ref() else {
+            return;
+        };
+        let bytes = self.cluster().snapshot(true);
+        let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+        let dir = persist.dir.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            crate::write_snapshot(&dir, &bytes).map(|()| bytes.len())
+        });
+        self.writing = Some((handle, hash));
+        self.reap_snapshot(true).await;
     }
 
     /// Deliver every due timer, in order.

@@ -57,6 +57,7 @@ async fn start_member(
             ..heck_cluster::Config::lan()
         },
         keyring: heck_swim::Keyring::new("push-pull-test", &[[0x5a; 32]]),
+        data_dir: None,
     };
     let task = tokio::spawn(membership::run(
         config,

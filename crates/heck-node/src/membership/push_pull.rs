@@ -415,6 +415,7 @@ mod serve_tests {
             join: vec![],
             cluster: heck_cluster::Config::fast(),
             keyring: keyring(),
+            data_dir: None,
         };
         let task = tokio::spawn(membership::run(
             config,

@@ -60,6 +60,11 @@ pub struct Args {
     /// SWIM parameters: `lan` (memberlist's: probe 1 s) or `fast` (probe 200 ms).
     #[arg(long, value_parser = ["lan", "fast"])]
     gossip_profile: Option<String>,
+    /// Keep the replicated state here (a cluster node only): targets added or deleted through
+    /// the API survive a restart of the whole cluster, and a node stopped gracefully comes
+    /// back under the same replica id. Snapshotted every 10 s and at shutdown.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -91,9 +96,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 || args.advertise_addr.is_some()
                 || args.encrypt_key_file.is_some()
                 || args.insecure_default_key
+                || args.data_dir.is_some()
             {
                 anyhow::bail!(
-                    "--join, --node-name, --advertise-addr and the key flags need --gossip-addr"
+                    "--join, --node-name, --advertise-addr, --data-dir and the key flags need \
+                     --gossip-addr"
                 );
             }
             None
@@ -138,6 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 join: args.join,
                 cluster,
                 keyring,
+                data_dir: args.data_dir,
             })
         }
     };
