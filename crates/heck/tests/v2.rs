@@ -214,7 +214,7 @@ fn five_agents_share_the_checks_report_flips_everywhere_take_over_a_killed_node_
     });
     let owned: Vec<_> = agents
         .iter()
-        .map(|a| a.cluster()["owned_targets"].clone())
+        .map(|a| a.cluster()["owned_targets"].as_u64().unwrap_or(0))
         .collect();
     assert!(shared.is_some(), "the five share the targets: {owned:?}");
     eprintln!(
