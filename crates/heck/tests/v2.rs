@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Dir, Killed, get, http, json, local, wait_for};
+use common::{Dir, Started, get, http, json, local, wait_for};
 
 mod common;
 
@@ -27,14 +27,79 @@ const TARGETS: usize = 200;
 const INTERVAL: Duration = Duration::from_secs(1);
 const FALL: u32 = 3;
 const NODES: usize = 5;
+/// Starts of one child before giving up when its ports keep being taken by other processes
+/// between `free_ports` and its bind.
+const ATTEMPTS: usize = 5;
+
+/// The fleet: TARGETS + 1 targets, counting requests per target. Returns it, its targets' port
+/// and its control address.
+fn start_fleet() -> (Started, u16, SocketAddr) {
+    for attempt in 1..=ATTEMPTS {
+        let p = common::free_ports(2);
+        let (port, control) = (p[0], local(p[1]));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_heck"));
+        cmd.args(["fleet", "--targets", &(TARGETS + 1).to_string()])
+            .args(["--port", &port.to_string()])
+            .args(["--control-addr", &control.to_string()])
+            .stdout(Stdio::null());
+        match common::start(&mut cmd, Duration::from_secs(15), || {
+            get(control, "/fleet").0 == 200
+        }) {
+            Ok(fleet) => return (fleet, port, control),
+            Err(e) if e.addr_in_use() && attempt < ATTEMPTS => continue,
+            Err(e) => panic!("heck fleet: {e}"),
+        }
+    }
+    unreachable!("the last attempt returns or panics")
+}
 
 struct Agent {
     name: String,
     api: SocketAddr,
-    child: Option<Killed>,
+    gossip: SocketAddr,
+    child: Option<Started>,
 }
 
 impl Agent {
+    /// Start agent `n{i}` on `config`, joining through `seed`; on fresh ports when its own were
+    /// taken meanwhile.
+    fn start(i: usize, config: &std::path::Path, seed: Option<SocketAddr>) -> Agent {
+        let name = format!("n{i}");
+        for attempt in 1..=ATTEMPTS {
+            let p = common::free_ports(2);
+            let (api, gossip) = (local(p[0]), local(p[1]));
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_heck"));
+            cmd.arg("agent")
+                .args(["--config", &config.display().to_string()])
+                .args(["--api-addr", &api.to_string()])
+                .args(["--gossip-addr", &gossip.to_string()])
+                .args(["--node-name", &name])
+                .args(["--gossip-profile", "fast", "--insecure-default-key"])
+                .env_remove("HECK_API_TOKEN")
+                .stdout(Stdio::null());
+            if let Some(seed) = seed {
+                cmd.args(["--join", &seed.to_string()]);
+            }
+            // (When `--data-dir` lands: pass `dir/n{i}` here; the whole-cluster restart step
+            // goes at the end of the test.)
+            match common::start(&mut cmd, Duration::from_secs(15), || {
+                get(api, "/v1/node").0 == 200
+            }) {
+                Ok(child) => {
+                    return Agent {
+                        name,
+                        api,
+                        gossip,
+                        child: Some(child),
+                    };
+                }
+                Err(e) if e.addr_in_use() && attempt < ATTEMPTS => continue,
+                Err(e) => panic!("{name}: {e}"),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
     fn alive(&self) -> bool {
         self.child.is_some()
     }
@@ -127,24 +192,7 @@ fn rates(control: SocketAddr, window: Duration) -> Vec<f64> {
 fn five_agents_share_the_checks_report_flips_everywhere_take_over_a_killed_node_and_replicate_targets()
  {
     let dir = Dir::new("v2");
-    let p = common::free_ports(2 + 2 * NODES);
-    let (fleet_port, control) = (p[0], local(p[1]));
-
-    // The fleet: TARGETS + 1 targets, counting requests per target.
-    let fleet = Killed(
-        Command::new(env!("CARGO_BIN_EXE_heck"))
-            .args(["fleet", "--targets", &(TARGETS + 1).to_string()])
-            .args(["--port", &fleet_port.to_string()])
-            .args(["--control-addr", &control.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    assert!(
-        wait_for(Duration::from_secs(10), || get(control, "/fleet").0 == 200).is_some(),
-        "fleet up"
-    );
+    let (fleet, fleet_port, control) = start_fleet();
     let url = |i: usize| format!("http://{}:{fleet_port}/health", heck_fleet::target_ip(i));
     let name = |i: usize| heck_fleet::target_name(i, TARGETS + 1);
 
@@ -164,40 +212,9 @@ fn five_agents_share_the_checks_report_flips_everywhere_take_over_a_killed_node_
     std::fs::write(&config, toml).unwrap();
 
     // Five agents joining through the first one.
-    let seed = local(p[3]);
-    let mut agents: Vec<Agent> = (0..NODES)
-        .map(|i| {
-            let (api, gossip) = (local(p[2 + 2 * i]), local(p[3 + 2 * i]));
-            let name = format!("n{i}");
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_heck"));
-            cmd.arg("agent")
-                .args(["--config", &config.display().to_string()])
-                .args(["--api-addr", &api.to_string()])
-                .args(["--gossip-addr", &gossip.to_string()])
-                .args(["--node-name", &name])
-                .args(["--gossip-profile", "fast", "--insecure-default-key"])
-                .env_remove("HECK_API_TOKEN")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            if i > 0 {
-                cmd.args(["--join", &seed.to_string()]);
-            }
-            // (When `--data-dir` lands: pass `dir/n{i}` here; the whole-cluster restart step
-            // goes after step d below.)
-            Agent {
-                name,
-                api,
-                child: Some(Killed(cmd.spawn().unwrap())),
-            }
-        })
-        .collect();
-    for a in &agents {
-        assert!(
-            wait_for(Duration::from_secs(15), || get(a.api, "/v1/node").0 == 200).is_some(),
-            "{} up",
-            a.name
-        );
-    }
+    let mut agents = vec![Agent::start(0, &config, None)];
+    let seed = agents[0].gossip;
+    agents.extend((1..NODES).map(|i| Agent::start(i, &config, Some(seed))));
 
     // Everyone sees five live members and the owned counts add up to every target, each node
     // owning a share.
