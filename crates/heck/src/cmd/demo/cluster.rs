@@ -306,11 +306,16 @@ fn print_guide(fleet: &Fleet, nodes: &Nodes, exe: &Path, config: &Path) {
             format!("kill {}: the others take over its targets", victim.name),
         ),
         (
+            // OWNER is the third column; OBSERVER (the fourth) keeps naming the dead node
+            // until a status changes, since owners write only on a change.
             format!(
-                "heck status --addr http://{api} | grep -c ' {} '",
+                "heck status --addr http://{api} | awk '$3 == \"{}\"' | wc -l",
                 victim.name
             ),
-            format!("…until no target is owned by {}", victim.name),
+            format!(
+                "targets owned by {}: 0 once the others took over",
+                victim.name
+            ),
         ),
         (
             format!(
@@ -327,7 +332,7 @@ fn print_guide(fleet: &Fleet, nodes: &Nodes, exe: &Path, config: &Path) {
         say!("  {cmd:<width$}  # {why}");
     }
     say!(
-        "  # bring {} back (it takes its targets back):\n  {} {}",
+        "  # bring {} back (it takes its targets back; stopping it is then yours to do):\n  {} {}",
         victim.name,
         exe.display(),
         restart.join(" ")
