@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http, wait_for};
+use common::{exit_within, http, json, sigterm, wait_for};
 use heck_fleet::{Fleet, FleetConfig};
 
 mod common;
@@ -87,24 +87,6 @@ fn start_agent(tag: &str, config: &str, extra: &[&str]) -> Agent {
         let _ = child.wait();
     }
     panic!("the agent never came up");
-}
-
-/// A JSON body as `common::http` returns it: listings are streamed (chunked), so undo the
-/// chunking first when there is any.
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|_| {
-        let mut rest = body;
-        let mut out = String::new();
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap();
-            if n == 0 {
-                break;
-            }
-            out.push_str(&tail[..n]);
-            rest = &tail[n + 2..];
-        }
-        serde_json::from_str(&out).unwrap()
-    })
 }
 
 fn targets(agent: &Agent) -> Vec<serde_json::Value> {
@@ -573,27 +555,6 @@ fn every_error_answer_is_json() {
     }
 }
 
-/// Send SIGTERM to `child`.
-fn sigterm(child: &Child) {
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-}
-
-/// Wait up to `limit` for `child` to exit: its status and how long it took.
-fn exit_within(child: &mut Child, limit: Duration) -> (Option<std::process::ExitStatus>, Duration) {
-    let from = Instant::now();
-    while from.elapsed() < limit {
-        if let Some(status) = child.try_wait().unwrap() {
-            return (Some(status), from.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (None, from.elapsed())
-}
-
 #[test]
 fn an_agent_with_a_half_sent_request_exits_within_its_grace_period_after_sigterm() {
     let rt = runtime();
@@ -611,7 +572,7 @@ fn an_agent_with_a_half_sent_request_exits_within_its_grace_period_after_sigterm
     // Connections are accepted in order: once a later one is answered, both are being served.
     assert_eq!(http(agent.addr, "GET", "/v1/node", None, None).0, 200);
 
-    sigterm(&agent.child);
+    sigterm(agent.child.id());
     let (exit, took) = exit_within(&mut agent.child, Duration::from_secs(30));
     let exit = exit.unwrap_or_else(|| panic!("still running {took:?} after SIGTERM"));
     assert!(exit.success(), "{exit:?}");
@@ -636,13 +597,13 @@ fn a_second_sigterm_ends_the_agent_at_once_without_waiting_for_the_grace_period(
         .write_all(b"GET /v1/node HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .unwrap();
     assert_eq!(http(agent.addr, "GET", "/v1/node", None, None).0, 200);
-    sigterm(&agent.child);
+    sigterm(agent.child.id());
     std::thread::sleep(Duration::from_millis(500));
     assert!(
         agent.child.try_wait().unwrap().is_none(),
         "the first SIGTERM waits for the half-sent request"
     );
-    sigterm(&agent.child);
+    sigterm(agent.child.id());
     let (exit, took) = exit_within(&mut agent.child, Duration::from_secs(10));
     let exit = exit.unwrap_or_else(|| panic!("still running {took:?} after a second SIGTERM"));
     // Not a clean exit (work was abandoned), and well inside the 5 s grace.

@@ -1,8 +1,11 @@
 //! `heck demo`: a simulated fleet and an agent checking it, in one process, to try heck with no
-//! external service.
+//! external service. With `--nodes N` (N > 1): the fleet and a local cluster of N agents, each a
+//! child process `heck agent` of this same binary, so `kill -9 PID` on one shows a failover.
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
+
+mod cluster;
 
 use anyhow::Context;
 use heck_fleet::{Fleet, FleetConfig};
@@ -17,12 +20,24 @@ pub struct Args {
     /// Fraction of them unhealthy at start.
     #[arg(long, default_value_t = 0.1)]
     unhealthy: f64,
-    /// The agent's API address.
+    /// The agent's API address. With --nodes N, node i listens at port + i - 1 (port 0: any
+    /// free ports).
     #[arg(long, default_value = "127.0.0.1:7070")]
     api_addr: SocketAddr,
+    /// Run a local cluster (version 2) of this many agents, each a child process, instead of one
+    /// agent in this process (version 1, the default).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=cluster::MAX_NODES))]
+    nodes: u16,
 }
 
+/// `[defaults]` of the demo's config: short intervals so changes show within seconds.
+const DEFAULTS: &str =
+    "interval = \"2s\"\ntimeout = \"500ms\"\nrise = 2\nfall = 2\nfast_interval = \"1s\"";
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.nodes > 1 {
+        return cluster::run(args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -34,10 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ..FleetConfig::default()
         })
         .await?;
-        // Short intervals so changes show within seconds.
-        let toml = fleet.config_toml(
-            "interval = \"2s\"\ntimeout = \"500ms\"\nrise = 2\nfall = 2\nfast_interval = \"1s\"",
-        );
+        let toml = fleet.config_toml(DEFAULTS);
         let config = heck_config::parse(&toml, std::path::Path::new("<demo>"))?;
         let shutdown = CancellationToken::new();
         tokio::spawn(super::agent::cancel_on_signal(shutdown.clone()));

@@ -250,3 +250,47 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// A JSON body as [`http`] returns it: listings are streamed (chunked), so undo the chunking
+/// first when there is any. `Null` when it is not JSON (a cut-off answer, say).
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|_| {
+        let mut rest = body;
+        let mut out = String::new();
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+                break;
+            };
+            if n == 0 || tail.len() < n {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = tail.get(n + 2..).unwrap_or("");
+        }
+        serde_json::from_str(&out).unwrap_or_default()
+    })
+}
+
+/// Send SIGTERM to process `pid`.
+pub fn sigterm(pid: u32) {
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// Wait up to `limit` for `child` to exit: its status and how long it took.
+pub fn exit_within(
+    child: &mut Child,
+    limit: Duration,
+) -> (Option<std::process::ExitStatus>, Duration) {
+    let from = Instant::now();
+    while from.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (Some(status), from.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (None, from.elapsed())
+}
