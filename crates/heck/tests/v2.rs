@@ -63,7 +63,12 @@ struct Agent {
 impl Agent {
     /// Start agent `n{i}` on `config`, joining through `seed`; on fresh ports when its own were
     /// taken meanwhile.
-    fn start(i: usize, config: &std::path::Path, seed: Option<SocketAddr>) -> Agent {
+    fn start(
+        i: usize,
+        config: &std::path::Path,
+        seed: Option<SocketAddr>,
+        data: &std::path::Path,
+    ) -> Agent {
         let name = format!("n{i}");
         for attempt in 1..=ATTEMPTS {
             let p = common::free_ports(2);
@@ -80,8 +85,8 @@ impl Agent {
             if let Some(seed) = seed {
                 cmd.args(["--join", &seed.to_string()]);
             }
-            // (When `--data-dir` lands: pass `dir/n{i}` here; the whole-cluster restart step
-            // goes at the end of the test.)
+            // Each node's own data dir: the whole-cluster restart at the end reads it back.
+            cmd.args(["--data-dir", &data.join(&name).display().to_string()]);
             match common::start(&mut cmd, Duration::from_secs(15), || {
                 get(api, "/v1/node").0 == 200
             }) {
@@ -215,9 +220,10 @@ fn five_agents_share_the_checks_report_flips_everywhere_take_over_a_killed_node_
     std::fs::write(&config, toml).unwrap();
 
     // Five agents joining through the first one.
-    let mut agents = vec![Agent::start(0, &config, None)];
+    let data = dir.path().join("data");
+    let mut agents = vec![Agent::start(0, &config, None, &data)];
     let seed = agents[0].gossip;
-    agents.extend((1..NODES).map(|i| Agent::start(i, &config, Some(seed))));
+    agents.extend((1..NODES).map(|i| Agent::start(i, &config, Some(seed), &data)));
 
     // Everyone sees five live members and the owned counts add up to every target, each node
     // owning a share.
@@ -400,7 +406,73 @@ fn five_agents_share_the_checks_report_flips_everywhere_take_over_a_killed_node_
     );
     eprintln!("d. {extra} deleted through n1: gone from every node after {gone:?}");
 
-    // (Whole-cluster restart with `--data-dir`, keeping the added target, goes here.)
+    // e. A whole-cluster restart with `--data-dir`: a target added through the API comes back,
+    // a config-file target deleted through the API stays deleted. The target is added again
+    // through n2 and t-00001 deleted through n0; every live node stops gracefully (a clean
+    // snapshot each); the node killed in step c restarts from the unclean snapshot it wrote
+    // before it died, and learns the rest from its peers.
+    let body = format!("{{\"name\":\"{extra}\",\"url\":\"{}\"}}", url(TARGETS));
+    let (status, answer) = http(agents[2].api, "POST", "/v1/targets", Some(&body), None);
+    assert!(status == 201, "POST again: {status} {answer}");
+    let first = name(0);
+    let (status, answer) = http(
+        agents[0].api,
+        "DELETE",
+        &format!("/v1/targets/{first}"),
+        None,
+        None,
+    );
+    assert!(status == 204, "DELETE {first}: {status} {answer}");
+    let as_wanted = |a: &Agent| {
+        let t = a.targets("");
+        t.len() == TARGETS
+            && t.iter().any(|(n, _, _)| *n == extra)
+            && !t.iter().any(|(n, _, _)| *n == first)
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || agents
+            .iter()
+            .filter(|a| a.alive())
+            .all(as_wanted))
+        .is_some(),
+        "every live node lists {extra} and not {first} before the restart"
+    );
+    for a in agents.iter_mut() {
+        if let Some(mut child) = a.child.take() {
+            let status = child.terminate(Duration::from_secs(15));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "{} stops gracefully: {status:?}",
+                a.name
+            );
+        }
+    }
+    let stopped = Instant::now();
+    let mut agents = vec![Agent::start(0, &config, None, &data)];
+    let seed = agents[0].gossip;
+    agents.extend((1..NODES).map(|i| Agent::start(i, &config, Some(seed), &data)));
+    let restored = wait_for(Duration::from_secs(15), || agents.iter().all(as_wanted));
+    assert!(
+        restored.is_some(),
+        "after the restart every node lists {extra} and not {first}: {:?}",
+        agents
+            .iter()
+            .map(|a| (a.name.clone(), a.targets("").len()))
+            .collect::<Vec<_>>()
+    );
+    let before = hits(control)[TARGETS];
+    assert!(
+        wait_for(3 * INTERVAL + Duration::from_secs(5), || hits(control)
+            [TARGETS]
+            > before)
+        .is_some(),
+        "{extra} is checked again after the restart"
+    );
+    eprintln!(
+        "e. whole-cluster restart with --data-dir: every node lists {extra} and not {first} \
+         {:?} after the stop",
+        stopped.elapsed()
+    );
     drop(agents);
     drop(fleet);
 }

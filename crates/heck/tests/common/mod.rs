@@ -202,6 +202,13 @@ impl Started {
     pub fn id(&self) -> u32 {
         self.child.id()
     }
+
+    /// The graceful stop: SIGTERM, then wait up to `limit` for the exit; its status, if it
+    /// exited.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        sigterm(self.child.id());
+        exit_within(&mut self.child, limit).0
+    }
 }
 
 impl Drop for Started {
