@@ -577,26 +577,34 @@ impl Driver {
                 },
                 Some(input) = inputs.recv() => self.on_input(input).await,
                 _ = counts.tick() => self.publish_counts(),
-                _ = snapshots.tick(), if self.persist.is_some() => self.snapshot().await,
+                _ = snapshots.tick(), if self.persist.is_some() => self.snapshot(),
+                written = async { match self.writing.as_mut() {
+                    Some((handle, _)) => handle.await,
+                    None => std::future::pending().await,
+                } } => {
+                    if let Some((_, hash)) = self.writing.take() {
+                        self.snapshot_written(hash, written);
+                    }
+                }
             }
         }
     }
 
-    /// Count how the last snapshot write ended, if it has.
-    async fn reap_snapshot(&mut self, wait: bool) {
-        let done = self
-            .writing
-            .as_ref()
-            .is_some_and(|(h, _)| wait || h.is_finished());
-        if !done {
-            return;
+    /// Wait for the snapshot being written, if any, and count how it ended.
+    async fn reap_snapshot(&mut self) {
+        if let Some((handle, hash)) = self.writing.take() {
+            let result = handle.await;
+            self.snapshot_written(hash, result);
         }
-        let Some((handle, hash)) = self.writing.take() else {
-            return;
-        };
-        let result = handle
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    }
+
+    /// Count how a snapshot write ended.
+    fn snapshot_written(
+        &mut self,
+        hash: u64,
+        result: Result<std::io::Result<usize>, tokio::task::JoinError>,
+    ) {
+        let result = result.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         let Ok(mut counts) = self.view.persist.lock() else {
             return;
         };
@@ -620,9 +628,8 @@ impl Driver {
 
     /// The periodic snapshot: *unclean* (this node writes on after it), written on a blocking
     /// thread, skipped when the state has not changed or the last write is still running.
-    async fn snapshot(&mut self) {
-        // Counts the last write if it has finished (no wait); skips this period if it has not.
-        self.reap_snapshot(false).await;
+    fn snapshot(&mut self) {
+        // The last write still runs (a slow disk): skip this period.
         if self.writing.is_some() {
             return;
         }
@@ -652,7 +659,7 @@ impl Driver {
         if self.persist.is_none() {
             return;
         }
-        self.reap_snapshot(true).await;
+        self.reap_snapshot().await;
         let Some(persist) = self.persist.as_ref() else {
             return;
         };
@@ -663,7 +670,7 @@ impl Driver {
             crate::write_snapshot(&dir, &bytes).map(|()| bytes.len())
         });
         self.writing = Some((handle, hash));
-        self.reap_snapshot(true).await;
+        self.reap_snapshot().await;
     }
 
     /// Deliver every due timer, in order.
