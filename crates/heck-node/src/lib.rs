@@ -453,14 +453,17 @@ pub async fn run(
             tracing::info!(node = %m.node_name, gossip = %m.gossip_addr, "cluster on");
             let core = shared.cluster.as_ref().map(|c| c.core.clone());
             core.map(|core| {
+                let wiring = membership::Wiring {
+                    cluster: core,
+                    node: Some(shared.clone()),
+                    persist,
+                    inputs,
+                };
                 tokio::spawn(membership::run_node(
                     m,
                     socket,
                     view,
-                    core,
-                    Some(shared.clone()),
-                    persist,
-                    inputs,
+                    wiring,
                     shutdown.clone(),
                 ))
             })

@@ -33,23 +33,27 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use heck_check::{CheckState, NodeName, TargetInput, TargetName};
 use heck_cluster::{Cluster, ClusterError, Effect, Identity, MemberEvent, Timer};
 use heck_swim::{Keyring, Now, Packet, State, wire};
-use serde::Serialize;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod persist;
 pub mod push_pull;
+mod view;
 
+pub use persist::{Persist, PersistCounts, SNAPSHOT_EVERY, open_cluster};
 use push_pull::PushPulls;
 pub use push_pull::{PushPullCounts, PushPullStats};
+use view::state_name;
+pub use view::{ClusterCounts, DecisionCounts, MemberView, MembershipView, TransportStats};
 
 /// Settings of the membership layer.
 #[derive(Debug, Clone)]
@@ -71,179 +75,6 @@ pub struct MembershipConfig {
     pub keyring: Keyring,
     /// `--data-dir`: where the replicated state is snapshotted (see [`open_cluster`]).
     pub data_dir: Option<std::path::PathBuf>,
-}
-
-/// A member as `GET /v1/members` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct MemberView {
-    /// Name.
-    pub name: String,
-    /// Gossip address.
-    pub addr: String,
-    /// `alive`, `suspect`, `dead` or `left`.
-    pub state: &'static str,
-    /// Incarnation.
-    pub incarnation: u64,
-}
-
-/// Counters of the transport.
-#[derive(Debug, Default)]
-pub struct TransportStats {
-    /// Packets dropped because they did not open (wrong key or cluster, tampered, garbage).
-    pub dropped_bad: AtomicU64,
-    /// Packets that could not be sent.
-    pub send_errors: AtomicU64,
-    /// Stream frames on a channel this node does not serve, or sync messages that did not
-    /// decode or named a sender other than the authenticated peer.
-    pub stream_unhandled: AtomicU64,
-    /// SWIM datagrams sent, and their bytes (sealed).
-    pub swim_sent: AtomicU64,
-    /// Bytes of SWIM datagrams sent.
-    pub swim_sent_bytes: AtomicU64,
-    /// SWIM datagrams received (opened or not), and their bytes.
-    pub swim_received: AtomicU64,
-    /// Bytes of SWIM datagrams received.
-    pub swim_received_bytes: AtomicU64,
-    /// Sync messages not sent: no live member at the address, or the stream refused (full
-    /// queue, too large).
-    pub sync_unsent: AtomicU64,
-    /// Check results the shards could not hand to this task (its input queue was full); the
-    /// target's next check reports again.
-    pub checks_dropped: AtomicU64,
-}
-
-/// The cluster's state at one moment, for `/v1/node` and `/metrics`.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ClusterCounts {
-    /// Targets this node checks now.
-    pub owned_targets: usize,
-    /// Live members (alive or suspect), this node included.
-    pub live_members: usize,
-    /// Targets that exist in the cluster (the config file's and the API's, minus deletions).
-    pub targets: usize,
-    /// Targets whose answer is contested (concurrent observations).
-    pub contested: usize,
-    /// Delta groups waiting for some peer's acknowledgement.
-    pub deltas_pending: usize,
-    /// Owners per target.
-    pub replicas: usize,
-    /// Settled (owning targets) after joining.
-    pub settled: bool,
-    /// The decisions' counters: writes, reseeds, ignored checks, unroutable sync messages, …
-    pub decisions: DecisionCounts,
-    /// The CRDT replica's anti-entropy counters.
-    pub sync: heck_crdt::Stats,
-}
-
-/// [`heck_cluster::Stats`] as the API shows it.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-#[allow(missing_docs)]
-pub struct DecisionCounts {
-    pub writes: u64,
-    pub reseeds: u64,
-    pub checks_ignored: u64,
-    pub sync_unroutable: u64,
-    pub sync_bad_sender: u64,
-    pub bad_target_specs: u64,
-}
-
-impl From<heck_cluster::Stats> for DecisionCounts {
-    fn from(s: heck_cluster::Stats) -> Self {
-        DecisionCounts {
-            writes: s.writes,
-            reseeds: s.reseeds,
-            checks_ignored: s.checks_ignored,
-            sync_unroutable: s.sync_unroutable,
-            sync_bad_sender: s.sync_bad_sender,
-            bad_target_specs: s.bad_target_specs,
-        }
-    }
-}
-
-/// Snapshots of the replicated state (`--data-dir`).
-#[derive(Debug, Default, Serialize)]
-pub struct PersistCounts {
-    /// Snapshots written (periodic and final), and the size of the last one.
-    pub written: u64,
-    /// Bytes of the last snapshot written.
-    pub last_bytes: u64,
-    /// Snapshots skipped because nothing changed since the last one.
-    pub unchanged: u64,
-    /// Snapshots that could not be written (disk full, permissions): the node goes on, and
-    /// the next period tries again.
-    pub failed: u64,
-}
-
-/// What the API reads.
-#[derive(Debug, Default)]
-pub struct MembershipView {
-    members: Mutex<Vec<MemberView>>,
-    /// Transport counters.
-    pub stats: TransportStats,
-    /// Push-pull counters (exchanges we started, requests we served, states refused).
-    pub push_pull: PushPullStats,
-    /// SWIM's own counters, as of the last batch of effects.
-    swim: Mutex<heck_swim::Stats>,
-    /// The cluster's counters, refreshed every second.
-    cluster: Mutex<ClusterCounts>,
-    /// Snapshot counters, when the node has a data dir.
-    persist: Mutex<Option<PersistCounts>>,
-    /// The stream transport, once started (for its counters).
-    stream: Mutex<Option<heck_stream::Stream>>,
-}
-
-impl MembershipView {
-    /// Every member, this node first.
-    pub fn members(&self) -> Vec<MemberView> {
-        self.members.lock().map(|m| m.clone()).unwrap_or_default()
-    }
-
-    /// SWIM's counters: failed probes, refutations, deaths declared, packets dropped as stale
-    /// (replay window), misdirected pings, dropped broadcasts, push-pull states merged
-    /// (periodic and join).
-    pub fn swim_stats(&self) -> heck_swim::Stats {
-        self.swim.lock().map(|s| *s).unwrap_or_default()
-    }
-
-    /// The cluster's counters as of the last refresh (every second).
-    pub fn cluster_counts(&self) -> ClusterCounts {
-        self.cluster.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// The snapshot counters (`None` without `--data-dir`).
-    pub fn persist_counts(&self) -> Option<PersistCounts> {
-        self.persist.lock().ok().and_then(|p| {
-            p.as_ref().map(|c| PersistCounts {
-                written: c.written,
-                last_bytes: c.last_bytes,
-                unchanged: c.unchanged,
-                failed: c.failed,
-            })
-        })
-    }
-
-    /// The push-pull counters at this moment.
-    pub fn push_pull_stats(&self) -> PushPullCounts {
-        self.push_pull.snapshot()
-    }
-
-    /// The stream transport's counters (traffic per channel, rejects by reason, drops), once
-    /// it runs.
-    pub fn stream_stats(&self) -> Option<heck_stream::Stats> {
-        self.stream
-            .lock()
-            .ok()
-            .and_then(|s| s.as_ref().map(|s| s.stats()))
-    }
-}
-
-fn state_name(s: State) -> &'static str {
-    match s {
-        State::Alive => "alive",
-        State::Suspect => "suspect",
-        State::Dead => "dead",
-        State::Left => "left",
-    }
 }
 
 /// The cluster a node runs, shared by its driver (the only writer) and the API (readers).
@@ -281,81 +112,6 @@ pub fn new_cluster(
     targets: Vec<heck_check::TargetSpec>,
 ) -> Result<Cluster<SocketAddr>, ClusterError> {
     Cluster::new(config.cluster.clone(), identity(config), targets)
-}
-
-/// The data dir of a running node: held locked for the node's life.
-#[derive(Debug)]
-pub struct Persist {
-    dir: std::path::PathBuf,
-    _lock: crate::DataDirLock,
-    /// xxh3 of the last snapshot written: an unchanged state is not written again.
-    last: Option<u64>,
-}
-
-/// How often the replicated state is snapshotted (when it changed).
-pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(10);
-
-/// Build this node's cluster core; with `--data-dir`, from its snapshot. In order: lock the dir
-/// (a second agent on it is refused), read `cluster.snapshot`; if there is one, restore it
-/// (refused whole, with a sentence, if corrupt, of another node, or of a newer format: the agent
-/// does not start) and at once write it back as an *unclean* snapshot, so that a crash after
-/// this start can never restore the same replica id again (see `docs/protocols/cluster.md`,
-/// "Persistence"); without one, a new core. Errors are sentences for the operator.
-pub fn open_cluster(
-    config: &MembershipConfig,
-    targets: Vec<heck_check::TargetSpec>,
-) -> Result<(Cluster<SocketAddr>, Option<Persist>), String> {
-    let Some(dir) = &config.data_dir else {
-        return new_cluster(config, targets)
-            .map(|c| (c, None))
-            .map_err(|e| e.to_string());
-    };
-    let shown = dir.display();
-    let lock = crate::lock_data_dir(dir).map_err(|e| format!("--data-dir {shown}: {e}"))?;
-    let bytes =
-        crate::read_snapshot(dir).map_err(|e| format!("--data-dir {shown}: cannot read: {e}"))?;
-    let Some(bytes) = bytes else {
-        let cluster = new_cluster(config, targets).map_err(|e| e.to_string())?;
-        tracing::info!(dir = %shown, "no snapshot yet: starting empty");
-        return Ok((
-            cluster,
-            Some(Persist {
-                dir: dir.clone(),
-                _lock: lock,
-                last: None,
-            }),
-        ));
-    };
-    let (cluster, restored) =
-        Cluster::restore(config.cluster.clone(), identity(config), targets, &bytes).map_err(
-            |e| {
-                format!(
-                    "{}: {e}. Move the file away to start without it (the node then learns \
-                     the state from its peers)",
-                    dir.join(crate::data_dir::SNAPSHOT_FILE).display()
-                )
-            },
-        )?;
-    let unclean = cluster.snapshot(false);
-    crate::write_snapshot(dir, &unclean).map_err(|e| {
-        format!("--data-dir {shown}: cannot write the snapshot back before starting: {e}")
-    })?;
-    tracing::info!(
-        dir = %shown,
-        targets = cluster.targets().len(),
-        kept_replica_id = restored.kept_replica_id(),
-        clean = restored.clean,
-        "restored the replicated state"
-    );
-    let last = Some(xxhash_rust::xxh3::xxh3_64(&unclean));
-    Ok((
-        cluster,
-        Some(Persist {
-            dir: dir.clone(),
-            _lock: lock,
-            last,
-        }),
-    ))
 }
 
 /// What the rest of the agent asks of the cluster driver.
@@ -434,22 +190,42 @@ pub async fn run(
         }
     };
     let (_inputs, rx) = mpsc::channel(1);
-    run_node(config, sockets, view, cluster, None, None, rx, shutdown).await;
+    let wiring = Wiring {
+        cluster,
+        node: None,
+        persist: None,
+        inputs: rx,
+    };
+    run_node(config, sockets, view, wiring, shutdown).await;
 }
 
-/// Run the cluster driver until `shutdown`; then leave gracefully. `node` receives the
-/// effects on targets (none when membership runs alone); `inputs` brings check results and
-/// API requests.
+/// What the cluster driver is wired to.
+pub(crate) struct Wiring {
+    /// The core, shared with the API (which only reads it).
+    pub(crate) cluster: SharedCluster,
+    /// The agent around it: receives the effects on targets (none when membership runs alone).
+    pub(crate) node: Option<Arc<crate::Shared>>,
+    /// The data dir, if any.
+    pub(crate) persist: Option<Persist>,
+    /// Check results and API requests.
+    pub(crate) inputs: mpsc::Receiver<Input>,
+}
+
+/// Run the cluster driver until `shutdown`; then leave gracefully (and write the final
+/// snapshot).
 pub(crate) async fn run_node(
     config: MembershipConfig,
     sockets: Sockets,
     view: Arc<MembershipView>,
-    cluster: SharedCluster,
-    node: Option<Arc<crate::Shared>>,
-    persist: Option<Persist>,
-    inputs: mpsc::Receiver<Input>,
+    wiring: Wiring,
     shutdown: CancellationToken,
 ) {
+    let Wiring {
+        cluster,
+        node,
+        persist,
+        inputs,
+    } = wiring;
     if persist.is_some()
         && let Ok(mut p) = view.persist.lock()
     {
@@ -588,89 +364,6 @@ impl Driver {
                 }
             }
         }
-    }
-
-    /// Wait for the snapshot being written, if any, and count how it ended.
-    async fn reap_snapshot(&mut self) {
-        if let Some((handle, hash)) = self.writing.take() {
-            let result = handle.await;
-            self.snapshot_written(hash, result);
-        }
-    }
-
-    /// Count how a snapshot write ended.
-    fn snapshot_written(
-        &mut self,
-        hash: u64,
-        result: Result<std::io::Result<usize>, tokio::task::JoinError>,
-    ) {
-        let result = result.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-        let Ok(mut counts) = self.view.persist.lock() else {
-            return;
-        };
-        let Some(counts) = counts.as_mut() else {
-            return;
-        };
-        match result {
-            Ok(bytes) => {
-                counts.written += 1;
-                counts.last_bytes = bytes as u64;
-                if let Some(p) = self.persist.as_mut() {
-                    p.last = Some(hash);
-                }
-            }
-            Err(e) => {
-                counts.failed += 1;
-                tracing::warn!(%e, "snapshot not written (the node goes on; the next period tries again)");
-            }
-        }
-    }
-
-    /// The periodic snapshot: *unclean* (this node writes on after it), written on a blocking
-    /// thread, skipped when the state has not changed or the last write is still running.
-    fn snapshot(&mut self) {
-        // The last write still runs (a slow disk): skip this period.
-        if self.writing.is_some() {
-            return;
-        }
-        let Some(persist) = self.persist.as_ref() else {
-            return;
-        };
-        let bytes = self.cluster().snapshot(false);
-        let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
-        if persist.last == Some(hash) {
-            if let Ok(mut c) = self.view.persist.lock()
-                && let Some(c) = c.as_mut()
-            {
-                c.unchanged += 1;
-            }
-            return;
-        }
-        let dir = persist.dir.clone();
-        let handle = tokio::task::spawn_blocking(move || {
-            crate::write_snapshot(&dir, &bytes).map(|()| bytes.len())
-        });
-        self.writing = Some((handle, hash));
-    }
-
-    /// At graceful shutdown, after leaving: the *clean* snapshot (no write follows it), so the
-    /// next start keeps this node's replica id.
-    async fn final_snapshot(&mut self) {
-        if self.persist.is_none() {
-            return;
-        }
-        self.reap_snapshot().await;
-        let Some(persist) = self.persist.as_ref() else {
-            return;
-        };
-        let bytes = self.cluster().snapshot(true);
-        let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
-        let dir = persist.dir.clone();
-        let handle = tokio::task::spawn_blocking(move || {
-            crate::write_snapshot(&dir, &bytes).map(|()| bytes.len())
-        });
-        self.writing = Some((handle, hash));
-        self.reap_snapshot().await;
     }
 
     /// Deliver every due timer, in order.
