@@ -207,6 +207,44 @@ fn the_invariant_and_contributing_list_exactly_the_pure_crates() {
     assert_eq!(crate_names_in(rule), pure, "CONTRIBUTING.md's sans-IO rule");
 }
 
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).expect("source dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// ARCHITECTURE.md: "every queue between tasks is bounded". No crate that heck ships makes an
+/// unbounded channel (tokio's `unbounded_channel`, std's `mpsc::channel`, which has no bound).
+/// heck-bench, the benchmark driver, is not part of what runs in production.
+#[test]
+fn no_crate_makes_an_unbounded_channel() {
+    let mut files = Vec::new();
+    for dir in crate_dirs().into_iter().filter(|d| d != "heck-bench") {
+        rust_files(&root().join("crates").join(dir).join("src"), &mut files);
+    }
+    assert!(files.len() > 20, "found the sources: {}", files.len());
+    for path in files {
+        let text = read(&path);
+        for banned in [
+            "unbounded_channel",
+            "std::sync::mpsc::channel",
+            "mpsc::channel::<",
+        ] {
+            assert!(
+                !text.contains(banned),
+                "{} makes an unbounded queue ({banned}): bound it and count what is dropped",
+                path.display()
+            );
+        }
+    }
+}
+
 #[test]
 fn the_probe_crate_never_spawns_a_task() {
     let src = root().join("crates/heck-probe/src");
