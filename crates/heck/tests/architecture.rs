@@ -231,11 +231,7 @@ fn no_crate_makes_an_unbounded_channel() {
     assert!(files.len() > 20, "found the sources: {}", files.len());
     for path in files {
         let text = read(&path);
-        for banned in [
-            "unbounded_channel",
-            "std::sync::mpsc::channel",
-            "mpsc::channel::<",
-        ] {
+        for banned in ["unbounded_channel", "std::sync::mpsc::channel"] {
             assert!(
                 !text.contains(banned),
                 "{} makes an unbounded queue ({banned}): bound it and count what is dropped",
