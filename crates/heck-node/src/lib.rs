@@ -270,7 +270,7 @@ impl Shared {
         let me = self.cluster.as_ref().map(|c| &c.me);
         let (old, detail) = {
             let mut reg = self.registry();
-            let Some(old) = reg.set_answer(target, answer.status) else {
+            let Some(old) = reg.set_answer(target, answer.status, answer.contested) else {
                 return;
             };
             if old != answer.status {
@@ -375,14 +375,14 @@ pub async fn run(
                 membership::open_cluster(m, config.targets.clone()).map_err(NodeError::Cluster)?;
             // The registry starts from the cluster's targets, not the file's: a restored state
             // adds the targets added through the API and drops the deleted ones.
-            let answers: Vec<(TargetSpec, Status)> = core
+            let answers: Vec<(TargetSpec, Status, bool)> = core
                 .targets()
                 .values()
                 .map(|spec| {
-                    let status = core
-                        .answer(&spec.name)
-                        .map_or(Status::Unknown, |a| a.status);
-                    (spec.clone(), status)
+                    let answer = core.answer(&spec.name);
+                    let status = answer.map_or(Status::Unknown, |a| a.status);
+                    let contested = answer.is_some_and(|a| a.contested);
+                    (spec.clone(), status, contested)
                 })
                 .collect();
             initial = answers;
@@ -437,11 +437,11 @@ pub async fn run(
     if clustered {
         load_targets(
             &shared,
-            initial.iter().map(|(spec, _)| spec.clone()).collect(),
+            initial.iter().map(|(spec, _, _)| spec.clone()).collect(),
         )?;
         let mut reg = shared.registry();
-        for (spec, status) in &initial {
-            reg.set_answer(&spec.name, *status);
+        for (spec, status, contested) in &initial {
+            reg.set_answer(&spec.name, *status, *contested);
         }
         shared.metrics.targets(reg.counts());
     } else {

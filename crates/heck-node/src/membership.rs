@@ -664,21 +664,17 @@ impl Driver {
         }
     }
 
-    /// Refresh the cluster's counters (once a second: counting owned and contested targets
-    /// walks them).
+    /// Refresh the cluster's counters (once a second: counting owned targets walks them; the
+    /// contested ones are counted by the registry as answers change).
     fn publish_counts(&self) {
-        let counts = {
+        let mut counts = {
             let cluster = self.cluster();
             let (sync, deltas_pending) = cluster.sync_stats();
             ClusterCounts {
                 owned_targets: cluster.owned().count(),
                 live_members: cluster.live_members().count(),
                 targets: cluster.targets().len(),
-                contested: cluster
-                    .targets()
-                    .keys()
-                    .filter(|t| cluster.answer(t).is_some_and(|a| a.contested))
-                    .count(),
+                contested: 0,
                 deltas_pending,
                 replicas: cluster.replicas(),
                 settled: cluster.is_settled(),
@@ -686,7 +682,9 @@ impl Driver {
                 sync,
             }
         };
+        // After the cluster's lock is released (lock order: registry, then cluster).
         if let Some(node) = &self.node {
+            counts.contested = node.registry().contested();
             node.metrics.cluster(&counts, &self.view);
         }
         if let Ok(mut c) = self.view.cluster.lock() {

@@ -36,6 +36,8 @@ pub struct Entry {
     /// In a cluster, the status every node answers (the replicated answer, whoever checked);
     /// `None` in a single agent, where `state` is the answer.
     pub answer: Option<Status>,
+    /// In a cluster, the answer rests on concurrent observations.
+    pub contested: bool,
 }
 
 impl Entry {
@@ -66,6 +68,8 @@ pub struct Registry {
     counts: [usize; 3],
     /// In a cluster: every entry carries the replicated answer, which the counts follow.
     clustered: bool,
+    /// Targets whose answer is contested, kept incrementally (as `counts`).
+    contested: usize,
 }
 
 fn slot(status: Status) -> usize {
@@ -106,6 +110,7 @@ impl Registry {
             last: None,
             generation: self.generation,
             answer: self.clustered.then_some(Status::Unknown),
+            contested: false,
         };
         self.counts[slot(Status::Unknown)] += 1;
         self.order.insert(entry.spec.name.clone());
@@ -125,6 +130,7 @@ impl Registry {
         let entry = self.targets.remove(name)?;
         self.order.remove(name);
         self.counts[slot(entry.status())] -= 1;
+        self.contested -= usize::from(entry.contested);
         Some(entry)
     }
 
@@ -162,14 +168,26 @@ impl Registry {
         true
     }
 
-    /// In a cluster, the answer for `name` is now `status`; returns the one before (`None` if
-    /// there is no such target, or this registry is not clustered).
-    pub fn set_answer(&mut self, name: &TargetName, status: Status) -> Option<Status> {
+    /// In a cluster, the answer for `name` is now `status` (`contested` or not); returns the
+    /// status before (`None` if there is no such target, or this registry is not clustered).
+    pub fn set_answer(
+        &mut self,
+        name: &TargetName,
+        status: Status,
+        contested: bool,
+    ) -> Option<Status> {
         let entry = self.targets.get_mut(name)?;
         let old = entry.answer.replace(status)?;
         self.counts[slot(old)] -= 1;
         self.counts[slot(status)] += 1;
+        self.contested = self.contested + usize::from(contested) - usize::from(entry.contested);
+        entry.contested = contested;
         Some(old)
+    }
+
+    /// Targets whose answer is contested (in a cluster).
+    pub fn contested(&self) -> usize {
+        self.contested
     }
 
     /// One target.
@@ -404,7 +422,10 @@ mod tests {
         assert_eq!(r.get(&a).unwrap().state.status(), Status::Unhealthy);
         assert_eq!(r.get(&a).unwrap().status(), Status::Unknown);
         assert_eq!(count(&r, Status::Unknown), 2);
-        assert_eq!(r.set_answer(&a, Status::Healthy), Some(Status::Unknown));
+        assert_eq!(
+            r.set_answer(&a, Status::Healthy, true),
+            Some(Status::Unknown)
+        );
         assert_eq!(
             (count(&r, Status::Healthy), count(&r, Status::Unknown)),
             (1, 1)
@@ -424,7 +445,7 @@ mod tests {
         let mut r = Registry::default();
         r.add(spec("a"), SystemTime::UNIX_EPOCH).unwrap();
         assert_eq!(
-            r.set_answer(&TargetName::new("a").unwrap(), Status::Healthy),
+            r.set_answer(&TargetName::new("a").unwrap(), Status::Healthy, false),
             None
         );
         assert_eq!(r.counts()[0], (Status::Unknown, 1));
@@ -437,7 +458,7 @@ mod tests {
         let a = TargetName::new("a").unwrap();
         assert!(r.upsert(spec("a"), t0).is_none());
         let old_gen = r.get(&a).unwrap().generation;
-        r.set_answer(&a, Status::Healthy);
+        r.set_answer(&a, Status::Healthy, false);
         let mut changed = spec("a");
         changed.interval = Duration::from_secs(77);
         let replaced = r.upsert(changed, t0).unwrap();
