@@ -309,6 +309,7 @@ impl Figures {
 }
 
 /// What one run found: its figures and the notes that are not numbers.
+#[derive(Default)]
 struct RunResult {
     figures: Figures,
     notes: Vec<String>,
@@ -316,9 +317,14 @@ struct RunResult {
     valid: bool,
 }
 
-async fn run_once(ctx: &mut Ctx) -> anyhow::Result<RunResult> {
-    let mut f = Figures::default();
-    let mut notes = Vec::new();
+/// One run, writing every figure into `out` as soon as it is measured: a run that fails later
+/// still shows what it measured.
+async fn run_once(ctx: &mut Ctx, out: &mut RunResult) -> anyhow::Result<()> {
+    let RunResult {
+        figures: f,
+        notes,
+        valid,
+    } = out;
     let n = ctx.args.targets;
     let interval_s = ctx.args.interval_s();
     let names = fleet_target_names(&ctx.fleet.config)?;
@@ -372,7 +378,7 @@ async fn run_once(ctx: &mut Ctx) -> anyhow::Result<RunResult> {
         one.driver_cpu_s / g1.elapsed_s(),
         3,
     );
-    let mut valid = measure::valid_share(g1.success_share());
+    *valid = measure::valid_share(g1.success_share());
 
     // 2. The cluster.
     let m = ctx.args.nodes;
@@ -442,7 +448,7 @@ async fn run_once(ctx: &mut Ctx) -> anyhow::Result<RunResult> {
         100.0 * g.success_share().unwrap_or(f64::NAN),
         2,
     );
-    valid &= measure::valid_share(g.success_share());
+    *valid &= measure::valid_share(g.success_share());
     if let Some((lo, hi)) = g.owned_range() {
         f.put("cluster: owned targets, fewest on a node", lo, 0);
         f.put("cluster: owned targets, most on a node", hi, 0);
@@ -639,11 +645,7 @@ async fn run_once(ctx: &mut Ctx) -> anyhow::Result<RunResult> {
         0,
     );
     drop(agents);
-    Ok(RunResult {
-        figures: f,
-        notes,
-        valid,
-    })
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -661,12 +663,12 @@ fn main() -> ExitCode {
     match run(&args) {
         Ok(results) => {
             print_results(&args, &results);
-            if results.iter().all(|r| r.valid) {
+            if !results.is_empty() && results.iter().all(|r| r.valid) {
                 ExitCode::SUCCESS
             } else {
                 eprintln!(
-                    "v2-bench: a success share is below {}: not a result (failed checks are \
-                     cheaper and would flatter the CPU figures)",
+                    "v2-bench: a run failed, or a success share is below {}: not a result \
+                     (failed checks are cheaper and would flatter the CPU figures)",
                     measure::percent(Some(MIN_SUCCESS_SHARE))
                 );
                 ExitCode::FAILURE
@@ -719,14 +721,31 @@ fn run(args: &Args) -> anyhow::Result<Vec<RunResult>> {
                 origin: Instant::now(),
                 taken: Vec::new(),
             };
-            let result = rt.block_on(run_once(&mut ctx))?;
+            let mut result = RunResult::default();
+            let outcome = rt.block_on(run_once(&mut ctx, &mut result));
+            if let Err(e) = &outcome {
+                result.valid = false;
+                result.notes.push(format!("the run failed: {e:#}"));
+            }
             print_run(r, &result);
             results.push(result);
+            outcome.with_context(|| format!("run {r}"))?;
         }
         Ok(())
     })();
-    let _ = std::fs::remove_dir_all(&dir);
-    outcome?;
+    match outcome {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Err(e) => {
+            // The runs before (and the figures of the failed one) are still worth printing,
+            // and the agents' logs worth reading.
+            eprintln!(
+                "v2-bench: {e:#}\nv2-bench: the agents' logs are kept in {}",
+                dir.display()
+            );
+        }
+    }
     Ok(results)
 }
 
