@@ -102,7 +102,8 @@ impl Ctx {
             let log = self.dir.join(format!("{name}.log"));
             let mut cmd = Command::new(&self.heck);
             cmd.args(["agent", "--api-addr", &api, "--config"])
-                .arg(&self.fleet.config);
+                .arg(&self.fleet.config)
+                .args(&self.args.agent_args);
             let mut gossip = None;
             if let Some(seed) = &cluster {
                 let port = free_port(attempt + 1000, &self.taken)?;
@@ -762,12 +763,13 @@ fn print_run(r: usize, result: &RunResult) {
 /// One table: a row per figure, a column per run, then min / median / max over the runs.
 fn print_results(args: &Args, results: &[RunResult]) {
     println!(
-        "\n{} targets every {} ms, {} nodes ({} profile), {} s windows, {} run(s):\n",
+        "\n{} targets every {} ms, {} nodes ({} profile), {} s windows, agent arguments {:?}, {} run(s):\n",
         args.targets,
         args.interval_ms,
         args.nodes,
         args.profile.flag(),
         args.window_s,
+        args.agent_args,
         results.len()
     );
     let mut order: Vec<(&str, usize)> = Vec::new();

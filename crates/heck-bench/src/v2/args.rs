@@ -20,6 +20,8 @@ Options:
   --nodes M             agents in the cluster, at least 2 (default 5)
   --runs R              full runs, one after the other; min/median/max over them (default 1)
   --profile lan|fast    the cluster's SWIM parameters (default lan)
+  --agent-args \"ARGS\"   extra arguments for every `heck agent`, the single one and the cluster's,
+                        split on spaces (e.g. \"--check-threads 1\")
   --heck PATH           the heck binary (default: `heck` next to this binary)
   --quick               a small run for trying the harness: 1000 targets, 2s interval, 10 s
                         window, fast profile, 1 run (flags after it still apply)
@@ -72,6 +74,8 @@ pub struct Args {
     pub runs: usize,
     /// SWIM parameters.
     pub profile: Profile,
+    /// Extra arguments for every `heck agent` (both steps alike, so the ratio stays fair).
+    pub agent_args: Vec<String>,
     /// The heck binary; `None`: `heck` next to `v2-bench`.
     pub heck: Option<PathBuf>,
 }
@@ -85,6 +89,7 @@ impl Default for Args {
             nodes: 5,
             runs: 1,
             profile: Profile::Lan,
+            agent_args: Vec::new(),
             heck: None,
         }
     }
@@ -172,6 +177,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, ArgsErro
             "--quick" if inline.is_none() => {
                 out = Args {
                     heck: out.heck,
+                    agent_args: out.agent_args,
                     ..Args::quick()
                 };
             }
@@ -193,6 +199,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, ArgsErro
                         });
                     }
                 };
+            }
+            "--agent-args" => {
+                out.agent_args = value("--agent-args")?
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect();
             }
             "--heck" => out.heck = Some(PathBuf::from(value("--heck")?)),
             _ => return Err(ArgsError::Unknown(arg)),
@@ -299,6 +311,16 @@ mod tests {
             Some(PathBuf::from("/x")),
             "--quick keeps the binary"
         );
+    }
+
+    #[test]
+    fn agent_arguments_are_split_on_spaces_and_survive_quick() {
+        let a = match parse(["--agent-args", "--check-threads 1", "--quick"].map(String::from)) {
+            Ok(Command::Run(a)) => a,
+            other => panic!("refused: {other:?}"),
+        };
+        assert_eq!(a.agent_args, vec!["--check-threads", "1"]);
+        assert_eq!(a.targets, Args::quick().targets);
     }
 
     #[test]
