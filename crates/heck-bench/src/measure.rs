@@ -30,6 +30,14 @@ pub struct Scrape {
     pub skipped: f64,
     /// [`EARLY_STARTS_METRIC`], if the agent exports it.
     pub early: Option<f64>,
+    /// `heck_cluster_owned_targets`: present only in a cluster.
+    pub owned: Option<f64>,
+    /// `heck_cluster_members`: present only in a cluster.
+    pub members: Option<f64>,
+    /// `heck_cluster_sent_bytes_total` by its `kind` label (`swim`, `push_pull`, `sync`).
+    pub sent_bytes: BTreeMap<String, f64>,
+    /// `heck_cluster_received_bytes_total` by `kind`.
+    pub received_bytes: BTreeMap<String, f64>,
 }
 
 impl Scrape {
@@ -58,6 +66,17 @@ impl Scrape {
                     s.lag_buckets.push((le, value));
                 }
                 "heck_schedule_skipped_total" => s.skipped += value,
+                "heck_cluster_owned_targets" => s.owned = Some(value),
+                "heck_cluster_members" => s.members = Some(value),
+                "heck_cluster_sent_bytes_total" | "heck_cluster_received_bytes_total" => {
+                    let kind = label(labels, "kind").unwrap_or_default().to_string();
+                    let map = if name == "heck_cluster_sent_bytes_total" {
+                        &mut s.sent_bytes
+                    } else {
+                        &mut s.received_bytes
+                    };
+                    *map.entry(kind).or_default() += value;
+                }
                 n if n == EARLY_STARTS_METRIC => *s.early.get_or_insert(0.0) += value,
                 _ => {}
             }
@@ -234,6 +253,24 @@ mod tests {
         assert_eq!(s.started(), 1000.0);
         assert_eq!(s.skipped, 3.0);
         assert_eq!(s.early, None, "not exported: unknown, not zero");
+    }
+
+    #[test]
+    fn a_scrape_reads_the_cluster_gauges_and_bytes_by_kind() {
+        let text = "heck_cluster_owned_targets 20011\n\
+                    heck_cluster_members 5\n\
+                    heck_cluster_sent_bytes_total{kind=\"swim\"} 1000\n\
+                    heck_cluster_sent_bytes_total{kind=\"sync\"} 250\n\
+                    heck_cluster_received_bytes_total{kind=\"swim\"} 900\n";
+        let s = Scrape::parse(text);
+        assert_eq!(s.owned, Some(20_011.0));
+        assert_eq!(s.members, Some(5.0));
+        assert_eq!(s.sent_bytes.get("swim"), Some(&1_000.0));
+        assert_eq!(s.sent_bytes.get("sync"), Some(&250.0));
+        assert_eq!(s.received_bytes.get("swim"), Some(&900.0));
+        let alone = Scrape::parse(&page(1, 0, [1, 1, 1], 0));
+        assert_eq!(alone.owned, None, "version 1: no cluster, not zero owned");
+        assert!(alone.sent_bytes.is_empty());
     }
 
     #[test]

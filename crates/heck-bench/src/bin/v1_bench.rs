@@ -37,9 +37,8 @@
 //!
 //! Everything binds loopback only and is killed at the end.
 #![allow(clippy::disallowed_methods)]
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,76 +47,14 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use heck_bench::args::{self, Args, USAGE};
 use heck_bench::measure::{
-    self, EARLY_STARTS_METRIC, MIN_SUCCESS_SHARE, SCRAPE_INTERVAL_S, Scrape, Window,
+    self, EARLY_STARTS_METRIC, MIN_SUCCESS_SHARE, SCRAPE_INTERVAL_S, Window,
 };
 use heck_bench::pace::{self, Pacer};
+use heck_bench::procs::{Killed, Proc, get, proc_sample, random_port, scrape, start_fleet};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
 const INTERVAL_S: f64 = 10.0;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Proc {
-    cpu_s: f64,
-    hwm_kib: u64,
-    rss_kib: u64,
-}
-
-fn proc_sample(pid: u32) -> anyhow::Result<Proc> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .context("bad /proc stat")?;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // After ")": state is field 3; utime and stime are fields 14 and 15 → indexes 11 and 12.
-    let field = |i: usize| -> anyhow::Result<f64> {
-        Ok(f.get(i).context("short /proc stat")?.parse::<f64>()?)
-    };
-    let ticks = field(11)? + field(12)?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    };
-    Ok(Proc {
-        cpu_s: ticks / 100.0,
-        hwm_kib: kib("VmHWM:"),
-        rss_kib: kib("VmRSS:"),
-    })
-}
-
-fn random_port(salt: u32) -> u16 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    10_000 + ((nanos ^ (std::process::id() << 4)).wrapping_add(salt * 7_919) % 22_000) as u16
-}
-
-async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, Bytes)> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let req = http::Request::get(path)
-        .header(http::header::HOST, addr)
-        .body(Empty::<Bytes>::new())?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status().as_u16();
-    Ok((status, resp.into_body().collect().await?.to_bytes()))
-}
 
 /// One row of the table: one checker at one fleet size, over one measured window.
 struct Row {
@@ -160,64 +97,6 @@ fn cpus(checker: u32, fleet: u32) -> anyhow::Result<Cpus> {
         driver: proc_sample(std::process::id())?,
         fleet: proc_sample(fleet)?,
     })
-}
-
-fn start_fleet(heck: &Path, n: usize, dir: &Path) -> anyhow::Result<(Killed, PathBuf)> {
-    let config = dir.join(format!("fleet-{n}.toml"));
-    let mut child = Command::new(heck)
-        .args([
-            "fleet",
-            "--targets",
-            &n.to_string(),
-            "--interval",
-            "10s",
-            "--timeout",
-            "2s",
-        ])
-        .arg("--write-config")
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting heck fleet")?;
-    let stdout = child.stdout.take().context("fleet stdout")?;
-    let guard = Killed(child);
-    // Keep reading the fleet's stdout for its whole life: closing the pipe after the first lines
-    // made its later prints fail and the fleet die mid-run (a bug that once invalidated a run).
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("fleet:") {
-                let _ = ready_tx.send(());
-            }
-        }
-    });
-    if ready_rx.recv_timeout(Duration::from_secs(120)).is_ok() {
-        return Ok((guard, config));
-    }
-    bail!("heck fleet exited before it was ready")
-}
-
-/// One scrape of `/metrics`, as Prometheus takes it (a 10 s timeout, its default), stamped with
-/// the middle of the request: the counters are read somewhere inside it, and at 100,000
-/// targets the page takes a noticeable time to stream.
-async fn scrape(addr: &str) -> anyhow::Result<(Scrape, Instant, Duration)> {
-    let start = Instant::now();
-    let (status, body) = tokio::time::timeout(
-        Duration::from_secs(SCRAPE_INTERVAL_S),
-        get(addr, "/metrics"),
-    )
-    .await
-    .context("scrape of /metrics timed out (10 s)")??;
-    let took = start.elapsed();
-    if status != 200 {
-        bail!("scrape of /metrics answered {status}");
-    }
-    Ok((
-        Scrape::parse(&String::from_utf8_lossy(&body)),
-        start + took / 2,
-        took,
-    ))
 }
 
 async fn bench_heck(
@@ -602,8 +481,8 @@ fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     let result = (|| -> anyhow::Result<()> {
         for &n in &args.sizes {
-            let (fleet, config) = start_fleet(&heck, n, &dir)?;
-            let fleet_pid = fleet.0.id();
+            let fleet = start_fleet(&heck, n, "10s", "2s", &dir)?;
+            let (fleet_pid, config) = (fleet.process.id(), fleet.config.clone());
             eprintln!("{n} targets: heck agent …");
             rows.push(rt.block_on(bench_heck(&heck, n, &config, fleet_pid, args))?);
             match &bbe {
