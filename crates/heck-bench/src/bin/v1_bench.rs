@@ -2,7 +2,7 @@
 //! simulated fleet, side by side in one run.
 //!
 //! ```sh
-//! cargo build --release --bin heck -p heck-bench
+//! cargo build --release -p heck@0.1.0 -p heck-bench
 //! ./target/release/v1-bench --targets 10000,100000 --window 30
 //! ```
 //! For each fleet size N (every target checked every 10 s, a fresh connection per check, 2 s

@@ -2,7 +2,7 @@
 //! checking the same simulated fleet, then `kill -9` of one member.
 //!
 //! ```sh
-//! cargo build --release --bin heck -p heck-bench
+//! cargo build --release -p heck@0.1.0 -p heck-bench
 //! ./target/release/v2-bench --targets 100000 --interval 10s --window 60
 //! ```
 //! For each run, against ONE `heck fleet` process (every target on its own loopback address, a
