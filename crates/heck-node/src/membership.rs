@@ -333,6 +333,19 @@ impl Driver {
                 _ = async { if let Some(at) = next { tokio::time::sleep_until(at).await } }, if next.is_some() => {
                     self.fire_due_timers().await;
                 }
+                // The periodic work comes before the sockets and queues: under load those are
+                // always ready, and a biased select would never reach it (v2-bench at 100,000
+                // targets read no counters and would have written no snapshot).
+                _ = counts.tick() => self.publish_counts(),
+                _ = snapshots.tick(), if self.persist.is_some() => self.snapshot(),
+                written = async { match self.writing.as_mut() {
+                    Some((handle, _)) => handle.await,
+                    None => std::future::pending().await,
+                } } => {
+                    if let Some((_, hash)) = self.writing.take() {
+                        self.snapshot_written(hash, written);
+                    }
+                }
                 received = self.socket.recv_from(&mut buf) => {
                     let Ok((n, from)) = received else { continue };
                     self.on_datagram(&buf[..n], from).await;
@@ -352,16 +365,6 @@ impl Driver {
                     None => incoming = None,
                 },
                 Some(input) = inputs.recv() => self.on_input(input).await,
-                _ = counts.tick() => self.publish_counts(),
-                _ = snapshots.tick(), if self.persist.is_some() => self.snapshot(),
-                written = async { match self.writing.as_mut() {
-                    Some((handle, _)) => handle.await,
-                    None => std::future::pending().await,
-                } } => {
-                    if let Some((_, hash)) = self.writing.take() {
-                        self.snapshot_written(hash, written);
-                    }
-                }
             }
         }
     }
