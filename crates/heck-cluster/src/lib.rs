@@ -33,7 +33,7 @@ pub mod snapshot;
 pub use answer::{Answer, Pick, pick};
 pub use cluster::{
     Cluster, ClusterError, Config, Effect, Identity, MemberEvent, Stats, SyncBody, SyncMsg, Timer,
-    decode, encode,
+    decode, encode, report_check,
 };
 pub use heck_check::NodeName;
 pub use heck_swim::{Now, PushPullState};

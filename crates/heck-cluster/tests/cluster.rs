@@ -474,3 +474,25 @@ fn a_dead_member_stops_holding_back_the_buffer_and_becomes_a_peer_again_when_it_
         "refuted: a peer again"
     );
 }
+
+#[test]
+fn only_a_check_that_may_change_something_is_reported_to_the_cluster() {
+    use heck_cluster::report_check;
+    let th = targets(1, S, 1, 1)[0].thresholds;
+    let t0 = SystemTime::UNIX_EPOCH;
+    let mut state = CheckState::new(t0);
+    let transition = state.observe(true, t0, th);
+    assert!(transition.is_some());
+    assert!(report_check(true, Some((Status::Unknown, false)), &state));
+    // Steady: healthy, and the answer says so.
+    assert!(state.observe(true, t0, th).is_none());
+    assert!(!report_check(false, Some((Status::Healthy, false)), &state));
+    // The answer disagrees (another node's record), is contested, or is not known yet.
+    assert!(report_check(
+        false,
+        Some((Status::Unhealthy, false)),
+        &state
+    ));
+    assert!(report_check(false, Some((Status::Healthy, true)), &state));
+    assert!(report_check(false, None, &state));
+}

@@ -868,8 +868,16 @@ impl ShardDriver {
         if let Some(cluster) = &shared.cluster {
             // The cluster decides what is written and what every node answers; a full queue
             // only delays that to the target's next check (the cluster writes whenever the
-            // check disagrees with the answer).
-            let state = reg.get(&name).map(|e| e.state.clone());
+            // check disagrees with the answer). Only a check that may change something is
+            // reported (`heck_cluster::report_check`, which the simulator applies too). The
+            // answer is the registry's copy: a check thread never waits on the cluster's lock.
+            let state = reg
+                .get(&name)
+                .filter(|e| {
+                    let answer = e.answer.map(|status| (status, e.contested));
+                    heck_cluster::report_check(transition.is_some(), answer, &e.state)
+                })
+                .map(|e| e.state.clone());
             drop(reg);
             if let Some(state) = state {
                 let at =

@@ -341,11 +341,18 @@ impl SimNode {
                 continue;
             };
             let up = self.truth.up(&target, now);
-            state.observe(up, SystemTime::UNIX_EPOCH + now, thresholds);
+            let transition = state.observe(up, SystemTime::UNIX_EPOCH + now, thresholds);
             let (state, failing) = (state.clone(), state.is_failing());
             self.check_log.push((now, target.clone()));
-            let fx = self.cluster.handle_check(at(now), &target, &state);
-            self.run(now, fx, out);
+            // As the agent's shards do: only a check that may change something is reported.
+            let answer = self
+                .cluster
+                .answer(&target)
+                .map(|a| (a.status, a.contested));
+            if crate::report_check(transition.is_some(), answer, &state) {
+                let fx = self.cluster.handle_check(at(now), &target, &state);
+                self.run(now, fx, out);
+            }
             if self.checks.contains_key(&target) {
                 let interval = spec.next_interval(failing);
                 self.schedule
