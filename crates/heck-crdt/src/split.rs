@@ -27,7 +27,8 @@ impl<K: Ord + Clone, V: Clone + PartialEq> Delta<K, V> {
                 .flat_map(|(k, m)| m.values().map(move |v| (k, v)))
                 .map(|(k, v)| entry_bytes(k, v) + DOT_BYTES)
                 .sum();
-            entries + (d.ctx.vv().iter().count() + d.ctx.cloud().len()) * DOT_BYTES + OVERHEAD
+            let prefixes = d.ctx.vv().iter().count() + d.ctx.retired().iter().count();
+            entries + (prefixes + d.ctx.cloud().len()) * DOT_BYTES + OVERHEAD
         };
         if estimate(self) <= max_bytes {
             return vec![self.clone()];
@@ -53,6 +54,46 @@ impl<K: Ord + Clone, V: Clone + PartialEq> Delta<K, V> {
         }
         for d in self.ctx.cloud() {
             by_replica.entry(d.replica).or_default();
+        }
+        // A retired replica travels whole in one piece: its retired prefix, vector entry and
+        // cloud with every live entry of it. A piece with the prefix but without an entry would
+        // remove the entry where it is joined alone. Retired replicas hold few live entries (a
+        // restarted node's records that nobody overwrote yet); more than a piece holds make an
+        // oversized piece, counted by the caller like a single large entry.
+        for (r, &retired) in self.ctx.retired().iter() {
+            let live = by_replica.remove(r).unwrap_or_default();
+            let cloud: Vec<Dot> = self
+                .ctx
+                .cloud()
+                .iter()
+                .filter(|d| d.replica == *r)
+                .copied()
+                .collect();
+            let size = live
+                .values()
+                .map(|(k, v)| entry_bytes(k, v) + DOT_BYTES)
+                .sum::<usize>()
+                + (2 + cloud.len()) * DOT_BYTES;
+            if !cut.fits(size) {
+                cut.flush();
+            }
+            for (c, (k, v)) in live {
+                let dot = Dot {
+                    replica: *r,
+                    counter: c,
+                };
+                cut.current
+                    .entries
+                    .entry(k.clone())
+                    .or_default()
+                    .insert(dot, v.clone());
+            }
+            cut.current.ctx.insert_retired(*r, retired);
+            cut.current.ctx.insert_prefix(*r, self.ctx.vv().get(r));
+            for d in cloud {
+                cut.current.ctx.insert(d);
+            }
+            cut.bytes += size;
         }
         for (r, live) in &by_replica {
             let n = self.ctx.vv().get(r);
