@@ -256,6 +256,17 @@ impl CausalContext {
         }
     }
 
+    /// A context of a version vector and a cloud, nothing retired (what wire version 2 held).
+    pub(crate) fn from_parts(vv: VersionVector, cloud: BTreeSet<Dot>) -> CausalContext {
+        let mut ctx = CausalContext {
+            vv,
+            cloud,
+            retired: VersionVector::default(),
+        };
+        ctx.compact();
+        ctx
+    }
+
     /// The version-vector part.
     pub fn vv(&self) -> &VersionVector {
         &self.vv
