@@ -325,4 +325,43 @@ mod tests {
         }
         assert_eq!(joined.state(), map.state());
     }
+
+    /// A retired replica's prefix travels in one piece with all its live entries: a piece
+    /// holding the prefix without one of them would remove it where joined alone.
+    #[test]
+    fn a_retired_replica_travels_whole_in_one_piece() {
+        let old = ReplicaId { node: 1, epoch: 1 };
+        let new = ReplicaId { node: 1, epoch: 2 };
+        let mut map: ORMap<u32, u64> = ORMap::new();
+        for k in 0..40u32 {
+            let d = map.write(old, k, 1);
+            map.apply(&d);
+        }
+        for k in 0..20u32 {
+            let d = map.write(new, k, 2); // overwrites half of old's entries
+            map.apply(&d);
+        }
+        let d = map.retirement(old).unwrap();
+        map.apply(&d);
+        assert_eq!(map.context().vv().get(&old), 0);
+        let size = |k: &u32, v: &u64| postcard::experimental::serialized_size(&(k, v)).unwrap();
+        let pieces = map.state().split(600, size);
+        assert!(pieces.len() > 2, "{} pieces", pieces.len());
+        let with_prefix: Vec<_> = pieces
+            .iter()
+            .filter(|p| p.ctx.retired().get(&old) > 0)
+            .collect();
+        assert_eq!(with_prefix.len(), 1);
+        assert_eq!(with_prefix[0].len(), 20, "every live entry of old with it");
+        for p in &pieces {
+            let mut alone = map.clone();
+            alone.apply(p);
+            assert_eq!(alone.state(), map.state(), "each piece is below the whole");
+        }
+        let mut joined: ORMap<u32, u64> = ORMap::new();
+        for p in pieces.iter().rev() {
+            joined.apply(p);
+        }
+        assert_eq!(joined.state(), map.state());
+    }
 }
