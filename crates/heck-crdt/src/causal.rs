@@ -176,15 +176,6 @@ impl CausalContext {
         }
     }
 
-    /// Move `replica`'s vector entry to the retired prefixes (the same dots, seen the same
-    /// way; only no longer listed as a replica that may write). Returns its prefix.
-    pub fn retire(&mut self, replica: ReplicaId) -> u64 {
-        let n = self.vv.get(&replica);
-        self.insert_retired(replica, n);
-        self.compact();
-        self.prefix(&replica)
-    }
-
     /// The retired replicas and their prefixes.
     pub fn retired(&self) -> &VersionVector {
         &self.retired

@@ -310,11 +310,12 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
             }
         }
         if !delta.ctx.vv().is_empty() || !delta.ctx.retired().is_empty() {
-            // A full state (or a retirement: a prefix too). Its context speaks for every entry it holds, so the entries we
-            // already have may not simply be stripped while the whole context is kept: a
-            // receiver of that would delete them (a bug the simulator found). Nor may it travel
-            // whole: then every replica buffers and forwards the whole state again (the bytes
-            // bench found full states circulating through every buffer). The news is the new
+            // A full state (or a retirement: a prefix too). Its context speaks for every entry
+            // it holds, so the entries we already have may not simply be stripped while the
+            // whole context is kept: a receiver of that would delete them (a bug the simulator
+            // found). Nor may it travel whole: then every replica buffers and forwards the whole
+            // state again (the bytes bench found full states circulating through every
+            // buffer). The news is the new
             // entries (above) plus exactly the context dots that are news: those we have not
             // seen, and those that remove an entry we hold. Every context dot without an entry
             // here was removed at the sender, so forwarding it deletes nothing wrongly.
