@@ -305,7 +305,19 @@ pub struct Stats {
     pub sync_bad_sender: u64,
     /// Replicated target inputs that do not resolve with this node's defaults.
     pub bad_target_specs: u64,
+    /// Replaced incarnations (replica ids) this node retired: moved out of every version
+    /// vector, for the whole cluster (see [`RETIRE_AFTER`]).
+    pub epochs_retired: u64,
 }
+
+/// How long an incarnation must have been replaced (its node runs a newer one) before this
+/// node retires it: one message lifetime, so its last messages have arrived everywhere and it
+/// is retired once with all its dots, not again and again for each late one. Retiring earlier
+/// would still be correct (a retirement is a join: `docs/protocols/crdt.md`), only churn.
+pub const RETIRE_AFTER: Duration = Duration::from_secs(60);
+
+/// How often this node looks for incarnations to retire.
+const RETIRE_CHECK: Duration = Duration::from_secs(5);
 
 /// Why an API call on the cluster failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +363,11 @@ pub struct Cluster<A> {
     current: HashMap<NodeName, ReplicaId>,
     /// Incarnations replaced by a newer one (one per restart of a peer: small).
     retired: HashSet<ReplicaId>,
+    /// Version-vector entries whose node runs another incarnation now, with the time (`mono`)
+    /// they were first seen so: retired once that is [`RETIRE_AFTER`] ago.
+    replaced: HashMap<ReplicaId, Duration>,
+    /// When `replaced` was last brought up to date (`mono`).
+    retire_checked: Option<Duration>,
     /// The config file's targets (the same on every node).
     config_targets: BTreeMap<TargetName, TargetSpec>,
     /// The targets that exist: the config file's, overlaid with the replicated entries.
@@ -447,6 +464,8 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
             store,
             current: HashMap::new(),
             retired: HashSet::new(),
+            replaced: HashMap::new(),
+            retire_checked: None,
             config_targets: BTreeMap::new(),
             targets: BTreeMap::new(),
             answers: HashMap::new(),
@@ -525,6 +544,7 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
                     timer: Timer::Sync,
                 });
                 self.sync_round(&mut out);
+                self.retire_replaced(now);
             }
             Timer::Push => {
                 self.push_scheduled = false;
@@ -874,6 +894,56 @@ impl<A: Clone + PartialEq + Serialize> Cluster<A> {
         let random = self.rng.next_u64();
         for (to, m) in self.store.tick(random) {
             self.route(to, m, out);
+        }
+    }
+
+    /// Retire the incarnations replaced for [`RETIRE_AFTER`] (checked every [`RETIRE_CHECK`]).
+    ///
+    /// Replaced: a replica id in the version vector whose node runs another incarnation now:
+    /// this node's own earlier ones (an unclean restart), a peer's replaced one, and a Gone
+    /// member's one once the name is back as a new one. A Gone member that stays away keeps
+    /// its entry: it may come back under the same id. One node's retirement is enough: it is
+    /// a delta every node joins (heck-crdt's `Replica::retire`); the others find nothing left
+    /// to retire.
+    fn retire_replaced(&mut self, now: Now) {
+        if self
+            .retire_checked
+            .is_some_and(|at| now.mono < at + RETIRE_CHECK)
+        {
+            return;
+        }
+        self.retire_checked = Some(now.mono);
+        let me = self.store.id();
+        let running: HashSet<ReplicaId> = self.current.values().copied().chain([me]).collect();
+        let nodes: HashSet<u64> = running.iter().map(|r| r.node).collect();
+        let candidates: HashSet<ReplicaId> = self
+            .store
+            .map()
+            .context()
+            .vv()
+            .iter()
+            .map(|(r, _)| *r)
+            .filter(|r| {
+                !running.contains(r) && (nodes.contains(&r.node) || self.retired.contains(r))
+            })
+            .collect();
+        self.replaced.retain(|r, _| candidates.contains(r));
+        for r in candidates {
+            let since = *self.replaced.entry(r).or_insert(now.mono);
+            if now.mono.saturating_sub(since) < RETIRE_AFTER {
+                continue;
+            }
+            match self.store.retire(r) {
+                Ok(_) => {
+                    self.stats.epochs_retired += 1;
+                    self.replaced.remove(&r);
+                }
+                // Its dots have gaps here (some still on their way): next time.
+                Err(heck_crdt::NotRetirable::Gaps) => {}
+                Err(heck_crdt::NotRetirable::Running | heck_crdt::NotRetirable::NotListed) => {
+                    self.replaced.remove(&r);
+                }
+            }
         }
     }
 

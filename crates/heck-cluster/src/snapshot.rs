@@ -225,8 +225,9 @@ pub fn decode(bytes: &[u8], me: &NodeName) -> Result<Snapshot, SnapshotError> {
             me: me.clone(),
         });
     }
+    // Durable::decode also reads a state written before the upgrade to wire version 3.
     let replica: Durable<Key, Value> =
-        heck_crdt::wire::decode(r.rest, MAX_SNAPSHOT).map_err(SnapshotError::Payload)?;
+        Durable::decode(r.rest, MAX_SNAPSHOT).map_err(SnapshotError::Payload)?;
     let mine = ReplicaId::new(node.as_str(), replica.id.epoch);
     if replica.id != mine {
         return Err(SnapshotError::Restore(RestoreError::OtherNode {

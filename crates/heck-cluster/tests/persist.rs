@@ -268,6 +268,30 @@ fn an_unclean_whole_cluster_restart_keeps_the_data_under_fresh_epochs_and_reuses
             "node {i}: {new:?}"
         );
     }
+    // The previous ids are replaced (each by its own node's fresh one): retired after
+    // RETIRE_AFTER, they leave every version vector; nothing is lost and no dot reused.
+    run_without_reuse(
+        &mut sim,
+        30 * S + heck_cluster::cluster::RETIRE_AFTER + 30 * S,
+    );
+    converged(&sim, &names);
+    for (i, old) in ids.iter().enumerate() {
+        let have = vv_entries(&sim, i);
+        assert!(
+            have.is_subset(&fresh),
+            "node {i} still lists {:?}",
+            have.difference(&fresh)
+        );
+        assert!(
+            node(&sim, i)
+                .cluster
+                .replicated()
+                .context()
+                .retired()
+                .get(old)
+                > 0
+        );
+    }
 }
 
 /// The invariant above can fail: the same stale snapshot of node 0, forged to say "clean",

@@ -470,3 +470,78 @@ fn every_node_exchanges_member_lists_by_push_pull_when_joining_and_then_periodic
         assert!(st.push_pulls >= 1, "node {i}: {st:?}");
     }
 }
+
+/// Every incarnation of node `node` that node `i`'s version vector (or cloud) lists.
+fn incarnations_listed(sim: &Sim<SimNode>, i: usize, node: usize) -> usize {
+    let n = sim.nodes()[i].as_ref().unwrap();
+    let ctx = n.cluster.replicated().context();
+    let hash = heck_crdt::ReplicaId::new(heck_cluster::sim::node_name(node).as_str(), 0).node;
+    let listed: BTreeSet<heck_crdt::ReplicaId> = ctx
+        .vv()
+        .iter()
+        .map(|(r, _)| *r)
+        .chain(ctx.cloud().iter().map(|d| d.replica))
+        .filter(|r| r.node == hash)
+        .collect();
+    listed.len()
+}
+
+#[test]
+fn replaced_incarnations_are_retired_so_version_vectors_do_not_grow_with_restarts() {
+    let setup = Setup {
+        m: 4,
+        n: 40,
+        interval: S,
+        replicas: 1,
+        net: lossy(0.01),
+        seed: seed(),
+    };
+    // Every target flips a few seconds after each restart, so each incarnation of n2 writes
+    // (its targets come back to it) and overwrites what the one before wrote.
+    let mut truth = Truth::new();
+    let names: Vec<TargetName> = (0..setup.n)
+        .map(|i| TargetName::new(format!("t{i}")).unwrap())
+        .collect();
+    for (k, at) in [17 * S, 32 * S, 47 * S].into_iter().enumerate() {
+        for t in &names {
+            truth.set(t, at, k % 2 == 1);
+        }
+    }
+    let (mut sim, names, _truth) = build(&setup, truth);
+    for (crash, restart) in [(10, 13), (25, 28), (40, 43)] {
+        sim.at(crash * S, Fault::Crash(2));
+        sim.at(restart * S, Fault::Restart(2));
+    }
+    sim.run_until(60 * S);
+    let most = (0..setup.m)
+        .map(|i| incarnations_listed(&sim, i, 2))
+        .max()
+        .unwrap();
+    assert!(
+        most > 1,
+        "before RETIRE_AFTER the replaced ones are still listed ({most})"
+    );
+    sim.run_until(60 * S + heck_cluster::cluster::RETIRE_AFTER + 30 * S);
+    for i in 0..setup.m {
+        let listed = incarnations_listed(&sim, i, 2);
+        assert!(listed <= 1, "n{i} lists {listed} incarnations of n2");
+    }
+    let retired: u64 = live(&sim)
+        .map(|(_, n)| n.cluster.stats().epochs_retired)
+        .sum();
+    assert!(retired >= 3, "{retired} retirements");
+    // No ping-pong: a node that retired does not look behind to one that has not (the
+    // per-node retirement tried on 2026-12-03 made them send each other full states).
+    let full_states = |sim: &Sim<SimNode>| -> u64 {
+        live(sim)
+            .map(|(_, n)| n.cluster.sync_stats().0.full_states_sent)
+            .sum()
+    };
+    let before = full_states(&sim);
+    sim.run_until(sim.now() + 30 * S);
+    assert_eq!(full_states(&sim), before, "full states sent while quiet");
+    members_agree(&sim).unwrap();
+    no_target_lost(&sim, &names).unwrap();
+    exactly_r_owners(&sim, 1).unwrap();
+    answers_agree(&sim).unwrap();
+}

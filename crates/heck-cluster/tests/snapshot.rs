@@ -204,7 +204,11 @@ fn a_header_that_does_not_parse_behind_a_good_checksum_is_refused_as_malformed()
     bytes[17..25].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(refusal(&resealed(bytes)).contains("payload length"));
     // A payload that is not a replica's state.
-    let garbage = snapshot::encode(&name("n1"), false, &[2, 0xff, 0xff, 0xff]);
+    let garbage = snapshot::encode(
+        &name("n1"),
+        false,
+        &[heck_crdt::wire::VERSION, 0xff, 0xff, 0xff],
+    );
     assert!(matches!(
         restore(&garbage, 2),
         Err(SnapshotError::Payload(DecodeError::Malformed(_)))

@@ -120,10 +120,22 @@ impl VersionVector {
 ///
 /// Invariant (after [`compact`](CausalContext::compact)): no cloud dot is covered by the vector,
 /// and no cloud dot is the next one of the vector (it would have been absorbed).
+///
+/// A third part, `retired`, holds the prefixes of replicas that are *retired*: incarnations
+/// that will never write again (a node restarted under a new epoch). `retired[r] = n` says the
+/// same as a vector entry `r: n` (every dot `1..=n` of `r` seen), and is joined the same way
+/// (pointwise maximum), but it is not part of the version vector: the vector lists only the
+/// replicas that may still write, so it does not grow by one entry per restart. Nothing is
+/// forgotten, so retiring needs no coordination to be safe: it is a join like any other (see
+/// `Replica::retire` and `docs/protocols/crdt.md`).
+///
+/// Invariant (after [`compact`](CausalContext::compact)): a replica is in the vector only if its
+/// prefix there is longer than its retired one, and no cloud dot is covered by either.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CausalContext {
     vv: VersionVector,
     cloud: BTreeSet<Dot>,
+    retired: VersionVector,
 }
 
 impl CausalContext {
@@ -134,12 +146,18 @@ impl CausalContext {
 
     /// Has `dot` been seen?
     pub fn contains(&self, dot: &Dot) -> bool {
-        self.vv.contains(dot) || self.cloud.contains(dot)
+        self.prefix(&dot.replica) >= dot.counter || self.cloud.contains(dot)
+    }
+
+    /// How many of `replica`'s first dots are seen as a prefix: its vector entry or, if
+    /// longer, its retired one.
+    pub fn prefix(&self, replica: &ReplicaId) -> u64 {
+        self.vv.get(replica).max(self.retired.get(replica))
     }
 
     /// Record `dot` (not compacted: call [`compact`](Self::compact) when it matters).
     pub fn insert(&mut self, dot: Dot) {
-        if !self.vv.contains(&dot) {
+        if self.prefix(&dot.replica) < dot.counter {
             self.cloud.insert(dot);
         }
     }
@@ -151,28 +169,27 @@ impl CausalContext {
         }
     }
 
-    /// Forget every dot of `replica` except `keep` (the dots of its entries still live):
-    /// retiring an epoch nobody runs any more (see `Replica::retire`).
-    pub fn forget(&mut self, replica: ReplicaId, keep: impl IntoIterator<Item = Dot>) {
-        self.vv.0.remove(&replica);
-        self.cloud.retain(|d| d.replica != replica);
-        for d in keep {
-            if d.replica == replica {
-                self.cloud.insert(d);
-            }
+    /// Record that `replica` is retired with every dot `1..=n` seen (see the type's doc).
+    pub fn insert_retired(&mut self, replica: ReplicaId, n: u64) {
+        if n > 0 && self.retired.get(&replica) < n {
+            self.retired.set(replica, n);
         }
-        self.compact();
+    }
+
+    /// The retired replicas and their prefixes.
+    pub fn retired(&self) -> &VersionVector {
+        &self.retired
     }
 
     /// Does it mention `replica` at all?
     pub fn mentions(&self, replica: &ReplicaId) -> bool {
-        self.vv.get(replica) > 0 || self.cloud.iter().any(|d| d.replica == *replica)
+        self.prefix(replica) > 0 || self.cloud.iter().any(|d| d.replica == *replica)
     }
 
     /// Has it seen every dot of `replica` that `other` has? (Conservative: a prefix of
     /// `other` must be a prefix here too.)
     pub fn covers_replica(&self, other: &CausalContext, replica: &ReplicaId) -> bool {
-        self.vv.get(replica) >= other.vv.get(replica)
+        self.prefix(replica) >= other.prefix(replica)
             && other
                 .cloud
                 .iter()
@@ -183,16 +200,22 @@ impl CausalContext {
     /// Union (not compacted).
     pub fn join(&mut self, other: &CausalContext) {
         self.vv.merge(&other.vv);
+        self.retired.merge(&other.retired);
         for d in &other.cloud {
             self.insert(*d);
         }
     }
 
-    /// Absorb cloud dots that extend the vector's prefixes; drop those it covers.
+    /// Absorb cloud dots that extend the prefixes; drop those they cover; drop vector entries
+    /// a retired prefix covers (see the type's invariant).
     pub fn compact(&mut self) {
+        if !self.retired.is_empty() {
+            let retired = &self.retired;
+            self.vv.0.retain(|r, n| *n > retired.get(r));
+        }
         let cloud = std::mem::take(&mut self.cloud);
         for d in cloud {
-            let n = self.vv.get(&d.replica);
+            let n = self.prefix(&d.replica);
             if d.counter == n + 1 {
                 self.vv.set(d.replica, d.counter);
             } else if d.counter > n {
@@ -220,8 +243,19 @@ impl CausalContext {
             .map_or(0, |d| d.counter);
         Dot {
             replica,
-            counter: self.vv.get(&replica).max(in_cloud) + 1,
+            counter: self.prefix(&replica).max(in_cloud) + 1,
         }
+    }
+
+    /// A context of a version vector and a cloud, nothing retired (what wire version 2 held).
+    pub(crate) fn from_parts(vv: VersionVector, cloud: BTreeSet<Dot>) -> CausalContext {
+        let mut ctx = CausalContext {
+            vv,
+            cloud,
+            retired: VersionVector::default(),
+        };
+        ctx.compact();
+        ctx
     }
 
     /// The version-vector part.
@@ -236,9 +270,10 @@ impl CausalContext {
 
     /// Has this context seen every dot `other` has?
     pub fn covers(&self, other: &CausalContext) -> bool {
+        let mut prefixes = other.vv.iter().chain(other.retired.iter());
         other.cloud.iter().all(|d| self.contains(d))
-            && other.vv.iter().all(|(r, &n)| {
-                let have = self.vv.get(r);
+            && prefixes.all(|(r, &n)| {
+                let have = self.prefix(r);
                 // Dots have+1..=n must all be in the cloud; a gap larger than the cloud cannot be.
                 have >= n
                     || (n - have <= self.cloud.len() as u64
@@ -253,6 +288,6 @@ impl CausalContext {
 
     /// No dot seen.
     pub fn is_empty(&self) -> bool {
-        self.vv.is_empty() && self.cloud.is_empty()
+        self.vv.is_empty() && self.cloud.is_empty() && self.retired.is_empty()
     }
 }

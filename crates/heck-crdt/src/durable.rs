@@ -30,11 +30,14 @@
 //!   earlier life never mistakes a new transfer for a late old one.
 //! - Peers and the delta buffer are not kept: after a restart every peer gets the full state
 //!   once (thinned to its news on arrival), the same as for a new replica.
-use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::causal::ReplicaId;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::causal::{CausalContext, Dot, ReplicaId, VersionVector};
 use crate::ormap::Delta;
 use crate::validate::Invalid;
+use crate::wire::{self, DecodeError};
 
 /// The durable part of a [`Replica`](crate::Replica): its id, its buffer position, and the
 /// OR-map state with its causal context. Not its peers, not its delta buffer.
@@ -46,6 +49,47 @@ pub struct Durable<K: Ord, V> {
     pub next_seq: u64,
     /// Its whole state: entries and everything it has seen.
     pub state: Delta<K, V>,
+}
+
+impl<K: Ord + DeserializeOwned, V: DeserializeOwned> Durable<K, V> {
+    /// Decode a durable part of at most `limit` bytes written by [`wire::encode`] (what
+    /// `Replica::encode_durable` writes), in this build's wire version or in version 2 (before
+    /// contexts had retired prefixes), so a snapshot taken before an upgrade still restores.
+    pub fn decode(bytes: &[u8], limit: usize) -> Result<Self, DecodeError> {
+        if bytes.first() != Some(&2) || bytes.len() > limit {
+            return wire::decode(bytes, limit);
+        }
+        let v2: DurableV2<K, V> =
+            postcard::from_bytes(&bytes[1..]).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        Ok(Durable {
+            id: v2.id,
+            next_seq: v2.next_seq,
+            state: Delta {
+                entries: v2.state.entries,
+                ctx: CausalContext::from_parts(v2.state.ctx.vv, v2.state.ctx.cloud),
+            },
+        })
+    }
+}
+
+/// Wire version 2 of [`Durable`]: the same, with contexts of a vector and a cloud only.
+#[derive(Deserialize)]
+struct DurableV2<K: Ord, V> {
+    id: ReplicaId,
+    next_seq: u64,
+    state: DeltaV2<K, V>,
+}
+
+#[derive(Deserialize)]
+struct DeltaV2<K: Ord, V> {
+    entries: BTreeMap<K, BTreeMap<Dot, V>>,
+    ctx: ContextV2,
+}
+
+#[derive(Deserialize)]
+struct ContextV2 {
+    vv: VersionVector,
+    cloud: BTreeSet<Dot>,
 }
 
 /// The same encoding as [`Durable`], borrowing the state: a snapshot of a large map is written

@@ -72,14 +72,14 @@ fn join_stores<K: Ord + Clone, V: Clone>(
 ) {
     // 1. Our entries that `other` has seen but does not hold were removed there: drop them.
     //    Only keys holding such a dot can be affected. For a cloud-only context (every delta a
-    //    mutator makes) the index finds them from the context's dots. A context with a version
-    //    vector (a full state, or any delta whose dots compacted into one, as the first dots of a
-    //    replica do) may cover any of our dots: one pass over the index (every live dot here)
-    //    finds those it covers and `other` does not hold, without cloning or looking up every
-    //    key (that scan was ~60% of an agent's CPU at 100,000 targets, v2-bench). Without an
-    //    index: every key.
+    //    mutator makes) the index finds them from the context's dots. A context with prefixes (a
+    //    full state, a retirement, or any delta whose dots compacted into a prefix, as the first
+    //    dots of a replica do) may cover any of our dots: one pass over the index (every live
+    //    dot here) finds those it covers and `other` does not hold, without cloning or looking up
+    //    every key (that scan was ~60% of an agent's CPU at 100,000 targets, v2-bench). Without
+    //    an index: every key.
     let candidates: Vec<K> = match index.as_deref() {
-        Some(idx) if other.ctx.vv().is_empty() => {
+        Some(idx) if other.ctx.vv().is_empty() && other.ctx.retired().is_empty() => {
             let mut keys: Vec<K> = other
                 .ctx
                 .cloud()
@@ -244,16 +244,35 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
         Ok(map)
     }
 
-    /// Forget `replica`'s dots except those of entries still live (see `Replica::retire`).
-    /// The one change of state that is not a join: safe only under `retire`'s conditions.
-    pub fn retire(&mut self, replica: ReplicaId) {
-        let live: Vec<Dot> = self
-            .index
-            .keys()
-            .filter(|d| d.replica == replica)
-            .copied()
-            .collect();
-        self.state.ctx.forget(replica, live);
+    /// Delta of retiring `replica` (an incarnation that will never write again): its prefix
+    /// `1..=n` seen here, as a retired prefix, with every entry of it live here. Joined
+    /// anywhere it removes nothing this replica has not seen removed, and moves the replica
+    /// out of the version vector. `None` if this replica has no prefix of it to retire.
+    pub fn retirement(&self, replica: ReplicaId) -> Option<Delta<K, V>> {
+        let n = self.state.ctx.vv().get(&replica);
+        if n == 0 {
+            return None;
+        }
+        let mut out = Delta::default();
+        out.ctx.insert_retired(replica, n);
+        self.copy_live_of(replica, n, &mut out);
+        Some(out)
+    }
+
+    /// Copy every live entry of `replica` with a counter up to `n` into `out` (what a retired
+    /// prefix must travel with: joined without them, it would remove them).
+    fn copy_live_of(&self, replica: ReplicaId, n: u64, out: &mut Delta<K, V>) {
+        for (d, k) in &self.index {
+            if d.replica != replica || d.counter > n {
+                continue;
+            }
+            if let Some(v) = self.state.entries.get(k).and_then(|m| m.get(d)) {
+                out.entries
+                    .entry(k.clone())
+                    .or_default()
+                    .insert(*d, v.clone());
+            }
+        }
     }
 
     /// Join `delta` into the state: the only way the state changes.
@@ -273,6 +292,32 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
     /// not seen before, or one that removes an entry held here.
     pub fn news(&self, delta: &Delta<K, V>) -> Option<Delta<K, V>> {
         let mut out = Delta::default();
+        // A retired prefix that is news travels with the entries of that replica the join
+        // keeps (theirs we have not seen or hold too, and ours they hold): forwarded without
+        // them, it would remove them at the next hop, like a full state's stripped context.
+        let retired_news: Vec<(ReplicaId, u64)> = delta
+            .ctx
+            .retired()
+            .iter()
+            .filter(|(r, n)| **n > self.state.ctx.retired().get(r))
+            .map(|(r, n)| (*r, *n))
+            .collect();
+        for &(r, n) in &retired_news {
+            out.ctx.insert_retired(r, n);
+            // The delta has seen every dot of `r` up to `n`: of those, the join keeps exactly
+            // its entries that are held here too or not seen here.
+            for (k, m) in &delta.entries {
+                for (d, v) in m {
+                    let kept = !self.state.ctx.contains(d) || self.index.contains_key(d);
+                    if d.replica == r && d.counter <= n && kept {
+                        out.entries
+                            .entry(k.clone())
+                            .or_insert_with(BTreeMap::new)
+                            .insert(*d, v.clone());
+                    }
+                }
+            }
+        }
         for (k, m) in &delta.entries {
             for (d, v) in m {
                 if !self.state.ctx.contains(d) {
@@ -284,12 +329,13 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
                 }
             }
         }
-        if !delta.ctx.vv().is_empty() {
-            // A full state. Its context speaks for every entry it holds, so the entries we
-            // already have may not simply be stripped while the whole context is kept: a
-            // receiver of that would delete them (a bug the simulator found). Nor may it travel
-            // whole: then every replica buffers and forwards the whole state again (the bytes
-            // bench found full states circulating through every buffer). The news is the new
+        if !delta.ctx.vv().is_empty() || !delta.ctx.retired().is_empty() {
+            // A full state (or a retirement: a prefix too). Its context speaks for every entry
+            // it holds, so the entries we already have may not simply be stripped while the
+            // whole context is kept: a receiver of that would delete them (a bug the simulator
+            // found). Nor may it travel whole: then every replica buffers and forwards the whole
+            // state again (the bytes bench found full states circulating through every
+            // buffer). The news is the new
             // entries (above) plus exactly the context dots that are news: those we have not
             // seen, and those that remove an entry we hold. Every context dot without an entry
             // here was removed at the sender, so forwarding it deletes nothing wrongly.
@@ -297,13 +343,13 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
             // what a replica far ahead could send) must not make us count to it. Past the bound
             // the state travels whole, as it always did: correct, only costlier.
             let gap = delta.ctx.vv().iter().fold(0u64, |gap, (replica, &n)| {
-                gap.saturating_add(n.saturating_sub(self.state.ctx.vv().get(replica)))
+                gap.saturating_add(n.saturating_sub(self.state.ctx.prefix(replica)))
             });
             if gap > MAX_LISTED_GAP {
                 return Some(delta.clone());
             }
             for (replica, &n) in delta.ctx.vv().iter() {
-                let ours = self.state.ctx.vv().get(replica);
+                let ours = self.state.ctx.prefix(replica);
                 let holes = self.state.ctx.cloud().iter().any(|d| d.replica == *replica);
                 if ours == 0 && !holes {
                     out.ctx.insert_prefix(*replica, n);

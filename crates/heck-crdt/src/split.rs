@@ -27,7 +27,8 @@ impl<K: Ord + Clone, V: Clone + PartialEq> Delta<K, V> {
                 .flat_map(|(k, m)| m.values().map(move |v| (k, v)))
                 .map(|(k, v)| entry_bytes(k, v) + DOT_BYTES)
                 .sum();
-            entries + (d.ctx.vv().iter().count() + d.ctx.cloud().len()) * DOT_BYTES + OVERHEAD
+            let prefixes = d.ctx.vv().iter().count() + d.ctx.retired().iter().count();
+            entries + (prefixes + d.ctx.cloud().len()) * DOT_BYTES + OVERHEAD
         };
         if estimate(self) <= max_bytes {
             return vec![self.clone()];
@@ -53,6 +54,46 @@ impl<K: Ord + Clone, V: Clone + PartialEq> Delta<K, V> {
         }
         for d in self.ctx.cloud() {
             by_replica.entry(d.replica).or_default();
+        }
+        // A retired replica travels whole in one piece: its retired prefix, vector entry and
+        // cloud with every live entry of it. A piece with the prefix but without an entry would
+        // remove the entry where it is joined alone. Retired replicas hold few live entries (a
+        // restarted node's records that nobody overwrote yet); more than a piece holds make an
+        // oversized piece, counted by the caller like a single large entry.
+        for (r, &retired) in self.ctx.retired().iter() {
+            let live = by_replica.remove(r).unwrap_or_default();
+            let cloud: Vec<Dot> = self
+                .ctx
+                .cloud()
+                .iter()
+                .filter(|d| d.replica == *r)
+                .copied()
+                .collect();
+            let size = live
+                .values()
+                .map(|(k, v)| entry_bytes(k, v) + DOT_BYTES)
+                .sum::<usize>()
+                + (2 + cloud.len()) * DOT_BYTES;
+            if !cut.fits(size) {
+                cut.flush();
+            }
+            for (c, (k, v)) in live {
+                let dot = Dot {
+                    replica: *r,
+                    counter: c,
+                };
+                cut.current
+                    .entries
+                    .entry(k.clone())
+                    .or_default()
+                    .insert(dot, v.clone());
+            }
+            cut.current.ctx.insert_retired(*r, retired);
+            cut.current.ctx.insert_prefix(*r, self.ctx.vv().get(r));
+            for d in cloud {
+                cut.current.ctx.insert(d);
+            }
+            cut.bytes += size;
         }
         for (r, live) in &by_replica {
             let n = self.ctx.vv().get(r);
@@ -280,6 +321,45 @@ mod tests {
         );
         let mut joined: ORMap<u32, u64> = ORMap::new();
         for p in &pieces {
+            joined.apply(p);
+        }
+        assert_eq!(joined.state(), map.state());
+    }
+
+    /// A retired replica's prefix travels in one piece with all its live entries: a piece
+    /// holding the prefix without one of them would remove it where joined alone.
+    #[test]
+    fn a_retired_replica_travels_whole_in_one_piece() {
+        let old = ReplicaId { node: 1, epoch: 1 };
+        let new = ReplicaId { node: 1, epoch: 2 };
+        let mut map: ORMap<u32, u64> = ORMap::new();
+        for k in 0..40u32 {
+            let d = map.write(old, k, 1);
+            map.apply(&d);
+        }
+        for k in 0..20u32 {
+            let d = map.write(new, k, 2); // overwrites half of old's entries
+            map.apply(&d);
+        }
+        let d = map.retirement(old).unwrap();
+        map.apply(&d);
+        assert_eq!(map.context().vv().get(&old), 0);
+        let size = |k: &u32, v: &u64| postcard::experimental::serialized_size(&(k, v)).unwrap();
+        let pieces = map.state().split(600, size);
+        assert!(pieces.len() > 2, "{} pieces", pieces.len());
+        let with_prefix: Vec<_> = pieces
+            .iter()
+            .filter(|p| p.ctx.retired().get(&old) > 0)
+            .collect();
+        assert_eq!(with_prefix.len(), 1);
+        assert_eq!(with_prefix[0].len(), 20, "every live entry of old with it");
+        for p in &pieces {
+            let mut alone = map.clone();
+            alone.apply(p);
+            assert_eq!(alone.state(), map.state(), "each piece is below the whole");
+        }
+        let mut joined: ORMap<u32, u64> = ORMap::new();
+        for p in pieces.iter().rev() {
             joined.apply(p);
         }
         assert_eq!(joined.state(), map.state());

@@ -156,10 +156,11 @@ struct PeerState<K: Ord, V> {
 pub enum NotRetirable {
     /// It is this replica's id, or a peer's current one.
     Running,
-    /// A peer has not reported (by digest) a context covering it.
-    NotCovered,
-    /// A buffered group or a transfer in flight mentions its dots.
-    Buffered,
+    /// This replica has no version-vector entry for it (never seen, or already retired).
+    NotListed,
+    /// Some of its dots have not arrived here yet (its context has gaps): retire it once
+    /// they have, so the retired prefix says everything this replica will hear of it.
+    Gaps,
 }
 
 impl<K: Ord, V> Default for PeerState<K, V> {
@@ -318,45 +319,35 @@ where
         known
     }
 
-    /// Retire `old`, an epoch no process runs any more: forget its dots, except those of
-    /// entries still live, so version vectors stop growing by one entry per restart.
+    /// Retire `old`, an epoch no process runs any more: move it from the version vector to
+    /// the retired prefixes, for the whole cluster, so version vectors stop growing by one
+    /// entry per restart. Returns how many of its dots were retired.
     ///
-    /// Refused unless every peer's latest digest covers `old`'s dots as this replica knows them,
-    /// `old` is neither this replica nor a peer's current incarnation, and no buffered group or
-    /// transfer in flight mentions it. Then every peer has everything `old` ever did, and what
-    /// this replica sends will never again speak for `old`'s removed dots. One condition is the
-    /// caller's: no message written before the others held may still arrive (wait one message
-    /// lifetime, the transport's replay window, after they first hold); such a message could
-    /// bring back an entry `old` wrote and someone removed. See `docs/protocols/crdt.md`.
-    pub fn retire(&mut self, old: ReplicaId) -> Result<(), NotRetirable> {
+    /// A retirement is a delta like a write's (made by [`ORMap::retirement`], joined here,
+    /// buffered and sent on): `old`'s prefix `1..=n` as a *retired* prefix, with every entry
+    /// of `old` live here. It forgets no dot, so it is a join, and it is safe whenever it is
+    /// made: the replicas that have not heard of it yet do not look ahead of it (digests and
+    /// coverage count retired prefixes like vector entries), and those that have apply the
+    /// same prefix again without effect. A dot of `old` above `n` (a late message) is joined
+    /// as usual and lists `old` again until a later retirement covers it.
+    ///
+    /// Refused (nothing changes) if `old` is this replica or a peer's current incarnation
+    /// (`Running`: it would be listed again at its next write), has no vector entry here
+    /// (`NotListed`), or has dots this replica has not received yet (`Gaps`).
+    pub fn retire(&mut self, old: ReplicaId) -> Result<u64, NotRetirable> {
         if old == self.id || self.peers.values().any(|s| s.incarnation == Some(old)) {
             return Err(NotRetirable::Running);
         }
-        let mine = self.map.context();
-        let covered = self.peers.values().all(|s| {
-            s.last_digest
-                .as_ref()
-                .is_some_and(|ctx| ctx.covers_replica(mine, &old))
-        });
-        if !covered {
-            return Err(NotRetirable::NotCovered);
+        let ctx = self.map.context();
+        if ctx.cloud().iter().any(|d| d.replica == old) {
+            return Err(NotRetirable::Gaps);
         }
-        let mentions = |d: &Delta<K, V>| {
-            d.ctx.mentions(&old)
-                || d.entries
-                    .values()
-                    .any(|m| m.keys().any(|dot| dot.replica == old))
+        let Some(delta) = self.map.retirement(old) else {
+            return Err(NotRetirable::NotListed);
         };
-        let in_flight = self.peers.values().any(|s| {
-            s.transfer
-                .as_ref()
-                .is_some_and(|t| t.full.as_ref().is_some_and(|p| p.iter().any(mentions)))
-        });
-        if in_flight || self.buffer.iter().any(|g| mentions(&g.delta)) {
-            return Err(NotRetirable::Buffered);
-        }
-        self.map.retire(old);
-        Ok(())
+        let n = delta.ctx.prefix(&old);
+        self.apply_and_buffer(delta, None);
+        Ok(n)
     }
 
     /// Write `value` at `key`.
@@ -631,14 +622,9 @@ where
         };
         // Nobody has seen a write of ours that we have not made.
         let issued = self.map.context().next_dot(self.id).counter - 1;
-        let own = ctx.vv().get(&self.id).max(
-            ctx.cloud()
-                .iter()
-                .filter(|d| d.replica == self.id)
-                .map(|d| d.counter)
-                .max()
-                .unwrap_or(0),
-        );
+        // Its vector entry, retired prefix or cloud: a peer may have retired this id by
+        // mistake, which is harmless (a prefix of what was issued), but not beyond it.
+        let own = ctx.next_dot(self.id).counter - 1;
         if own > issued {
             return Err(Invalid::FutureOfReceiver(crate::causal::Dot {
                 replica: self.id,

@@ -63,7 +63,8 @@ impl std::error::Error for Invalid {}
 
 /// Check a received context's counters (see [`MAX_COUNTER`]).
 pub fn validate_context(ctx: &CausalContext) -> Result<(), Invalid> {
-    let vv = ctx.vv().iter().map(|(r, &n)| (*r, n));
+    let vv = ctx.vv().iter().chain(ctx.retired().iter());
+    let vv = vv.map(|(r, &n)| (*r, n));
     let cloud = ctx.cloud().iter().map(|d| (d.replica, d.counter));
     for (replica, counter) in vv.chain(cloud) {
         if counter == 0 || counter > MAX_COUNTER {

@@ -3,7 +3,8 @@
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The format version this code writes and reads.
-pub const VERSION: u8 = 2;
+/// 3: causal contexts carry retired prefixes.
+pub const VERSION: u8 = 3;
 
 /// Why a message was not decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -176,3 +176,52 @@ fn restore_refuses_another_nodes_state_a_used_epoch_and_an_inconsistent_state() 
         Some(RestoreError::Invalid(Invalid::DotOutsideContext(stray)))
     );
 }
+
+/// A snapshot written before the upgrade to wire version 3 (contexts without retired
+/// prefixes) still restores: an upgraded node keeps its data dir.
+#[test]
+fn a_durable_part_of_wire_version_2_still_decodes() {
+    #[derive(serde::Serialize)]
+    struct ContextV2<'a> {
+        vv: &'a heck_crdt::VersionVector,
+        cloud: &'a std::collections::BTreeSet<Dot>,
+    }
+    #[derive(serde::Serialize)]
+    struct DeltaV2<'a> {
+        entries: &'a std::collections::BTreeMap<String, std::collections::BTreeMap<Dot, String>>,
+        ctx: ContextV2<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct DurableV2<'a> {
+        id: ReplicaId,
+        next_seq: u64,
+        state: DeltaV2<'a>,
+    }
+    let mut a: Kv = Replica::new(rid(1, 1), [], Config::default());
+    a.write("k".into(), "v".into());
+    a.write("j".into(), "w".into());
+    a.remove(&"j".to_string());
+    let durable = a.durable();
+    let v2 = DurableV2 {
+        id: durable.id,
+        next_seq: durable.next_seq,
+        state: DeltaV2 {
+            entries: &durable.state.entries,
+            ctx: ContextV2 {
+                vv: durable.state.ctx.vv(),
+                cloud: durable.state.ctx.cloud(),
+            },
+        },
+    };
+    let mut bytes = vec![2];
+    bytes.extend(postcard::to_allocvec(&v2).unwrap());
+    assert_eq!(
+        wire::decode::<Durable<String, String>>(&bytes, usize::MAX),
+        Err(wire::DecodeError::Version(2))
+    );
+    assert_eq!(Durable::decode(&bytes, usize::MAX), Ok(durable));
+    assert_eq!(
+        Durable::decode(&a.encode_durable(), usize::MAX),
+        Ok(a.durable())
+    );
+}

@@ -328,29 +328,34 @@ fn length_fields_at_their_limits_are_errors_without_allocating_the_claim() {
             delta,
         },
     };
-    // An empty delta ends with: entry count, vector length, cloud length (all 0).
+    // An empty delta ends with: entry count, vector length, cloud length, retired length (all
+    // 0).
     let empty = wire::encode(&delta_msg(Delta::default()));
     let n = empty.len();
-    // One key "k" with no dots ends with: 1, 1, b'k', 0 (dots of "k"), 0, 0.
+    // One key "k" with no dots ends with: 1, 1, b'k', 0 (dots of "k"), 0, 0, 0.
     let mut keyed = Delta::default();
     keyed.entries.insert("k".to_string(), BTreeMap::new());
     let keyed = wire::encode(&delta_msg(keyed));
     let m = keyed.len();
-    assert_eq!(&keyed[m - 6..], &[1, 1, b'k', 0, 0, 0]);
+    assert_eq!(&keyed[m - 7..], &[1, 1, b'k', 0, 0, 0, 0]);
     let tail = [1u8, 2, 3, 4, 5, 6, 7, 8];
     for claim in CLAIMS {
         let c = varint(claim);
-        let cases: [(&str, Vec<u8>); 5] = [
+        let cases: [(&str, Vec<u8>); 6] = [
             (
                 "entry count",
+                [&empty[..n - 4], &c, &[0, 0, 0], &tail].concat(),
+            ),
+            (
+                "vector length",
                 [&empty[..n - 3], &c, &[0, 0], &tail].concat(),
             ),
-            ("vector length", [&empty[..n - 2], &c, &[0], &tail].concat()),
-            ("cloud length", [&empty[..n - 1], &c, &tail].concat()),
-            ("key length", [&keyed[..m - 5], &c, &tail].concat()),
+            ("cloud length", [&empty[..n - 2], &c, &[0], &tail].concat()),
+            ("retired length", [&empty[..n - 1], &c, &tail].concat()),
+            ("key length", [&keyed[..m - 6], &c, &tail].concat()),
             (
                 "dots of a key",
-                [&keyed[..m - 3], &c, &[0, 0], &tail].concat(),
+                [&keyed[..m - 4], &c, &[0, 0, 0], &tail].concat(),
             ),
         ];
         for (field, bytes) in cases {
@@ -477,6 +482,8 @@ fn a_counter_of_zero_or_past_the_maximum_anywhere_is_refused() {
         in_vector.ctx.insert_prefix(r, counter);
         let mut in_cloud = Delta::<String, String>::default();
         in_cloud.ctx.insert(bad);
+        let mut in_retired = Delta::<String, String>::default();
+        in_retired.ctx.insert_retired(r, counter);
         let mut in_entry = Delta::<String, String>::default();
         in_entry
             .entries
@@ -485,23 +492,26 @@ fn a_counter_of_zero_or_past_the_maximum_anywhere_is_refused() {
         for (where_, d) in [
             ("vector", in_vector),
             ("cloud", in_cloud),
+            ("retired", in_retired),
             ("entry", in_entry),
         ] {
-            if where_ == "vector" && counter == 0 {
+            if (where_ == "vector" || where_ == "retired") && counter == 0 {
                 continue; // a prefix of 0 is no entry at all
             }
             let mut bytes = wire::encode(&d);
             if where_ == "cloud" && counter == 0 {
                 // A context never inserts dot 0 (it counts as seen): only the wire brings one.
-                // Encode dot 1 (its counter is the last byte) and make it 0.
+                // Encode dot 1 and make its counter 0.
                 let mut one = Delta::<String, String>::default();
                 one.ctx.insert(Dot {
                     replica: r,
                     counter: 1,
                 });
                 bytes = wire::encode(&one);
+                // Its counter is the last byte before the (empty) retired prefixes.
+                assert_eq!(bytes.pop(), Some(0));
                 assert_eq!(bytes.pop(), Some(1));
-                bytes.push(0);
+                bytes.extend([0, 0]);
             }
             let d: Delta<String, String> = wire::decode(&bytes, LIMIT).unwrap();
             assert_eq!(

@@ -420,11 +420,11 @@ fn oversized_and_unknown_versions_are_rejected() {
         wire::decode::<Message<u8, u16>>(&bytes, 1),
         Err(wire::DecodeError::TooLarge { .. })
     ));
-    let mut v2 = bytes.clone();
-    v2[0] = 3;
+    let mut next = bytes.clone();
+    next[0] = wire::VERSION + 1;
     assert_eq!(
-        wire::decode::<Message<u8, u16>>(&v2, 100),
-        Err(wire::DecodeError::Version(3))
+        wire::decode::<Message<u8, u16>>(&next, 100),
+        Err(wire::DecodeError::Version(wire::VERSION + 1))
     );
     assert_eq!(
         wire::decode::<Message<u8, u16>>(&[], 100),
@@ -482,6 +482,157 @@ mod lww {
         fn a_write_wins_over_what_its_writer_saw(a in reg(), v in any::<u8>(), t in 0..5u64) {
             let w = a.write(v, t, ReplicaId { node: 9, epoch: 1 });
             prop_assert_eq!(*join(&a, &w).get(), v);
+        }
+    }
+}
+
+/// One step of [`retirement_commutes_with_joins`]'s script.
+#[derive(Debug, Clone)]
+enum Step {
+    Write {
+        replica: usize,
+        key: u8,
+        value: u16,
+        remove: bool,
+    },
+    /// The replica restarts under a new epoch from its state at the crash (an unclean
+    /// `--data-dir` restart): its old epoch becomes a candidate for retirement.
+    Restart(usize),
+    /// The replica retires one of the replaced epochs (picked by the index), if it can.
+    Retire(usize, usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0..4usize, 0..6u8, any::<u16>(), any::<bool>()).prop_map(|(replica, key, value, remove)| Step::Write { replica, key, value, remove }),
+        1 => (0..4usize).prop_map(Step::Restart),
+        3 => (0..4usize, any::<usize>()).prop_map(|(r, pick)| Step::Retire(r, pick)),
+    ]
+}
+
+proptest! {
+    /// Replicas restart under new epochs and retire the old ones each at its own time, over a
+    /// lossy, duplicating, reordering network (late messages from the old epochs included).
+    /// Once healed: every replica holds exactly the entries of the join of every delta written
+    /// (no entry lost, none back from the dead), has seen exactly its dots, lists no retired
+    /// epoch in its version vector, and nobody keeps resending full states (the per-node
+    /// retirement of 2026-12-03 ping-ponged: a retired node looked behind to the others).
+    #[test]
+    fn retirement_commutes_with_joins(
+        steps in prop::collection::vec(step(), 1..40),
+        seed in any::<u64>(),
+    ) {
+        let n = 4;
+        let config = Config { fanout: 2, digest_every: 3, max_buffer: 8, ..Config::default() };
+        let peers = |i: usize| (0..n).filter(move |&j| j != i);
+        let mut reps: Vec<Replica<usize, u8, u16>> =
+            (0..n).map(|i| Replica::new(rid(i), peers(i), config)).collect();
+        let mut replaced: Vec<ReplicaId> = Vec::new();
+        let mut inflight: Vec<(usize, usize, Message<u8, u16>)> = Vec::new();
+        let mut x = seed | 1;
+        let mut rnd = || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; x };
+        let mut truth = Map::new();
+        let mut epoch = 100;
+        for (i, s) in steps.iter().enumerate() {
+            match *s {
+                Step::Write { replica: r, key, value, remove } => {
+                    let delta = if remove { reps[r].map().remove(&key) } else { reps[r].map().write(reps[r].id(), key, value) };
+                    truth.apply(&delta);
+                    if remove { reps[r].remove(&key) } else { reps[r].write(key, value) }
+                }
+                Step::Restart(r) => {
+                    epoch += 1;
+                    let id = ReplicaId { epoch, ..reps[r].id() };
+                    replaced.push(reps[r].id());
+                    reps[r] = Replica::restore(reps[r].durable(), id, peers(r), config).unwrap();
+                    // Messages to or from the crashed process are lost with its connections.
+                    // (A late message of an old epoch reaching a replica that restarted since
+                    // and has already heard the new one flips the peer back to the old epoch:
+                    // heck-crdt alone cannot order epochs. heck-cluster keys peers by replica
+                    // id and takes the order from membership; here that case is left out.)
+                    inflight.retain(|(from, to, _)| *from != r && *to != r);
+                }
+                Step::Retire(r, pick) => {
+                    if !replaced.is_empty() {
+                        let _ = reps[r].retire(replaced[pick % replaced.len()]);
+                    }
+                }
+            }
+            for (from, rep) in reps.iter_mut().enumerate() {
+                for Effect::Send { to, msg } in rep.tick(rnd() ^ i as u64) {
+                    inflight.push((from, to, msg));
+                }
+            }
+            let mut batch = std::mem::take(&mut inflight);
+            for j in (1..batch.len()).rev() { batch.swap(j, (rnd() % (j as u64 + 1)) as usize); }
+            for (from, to, msg) in batch {
+                let roll = rnd() % 6;
+                if roll < 2 { continue; }
+                // Some messages are late: delivered a step later.
+                if roll == 4 { inflight.push((from, to, msg)); continue; }
+                let copies = if roll == 5 { 2 } else { 1 };
+                for _ in 0..copies {
+                    for Effect::Send { to: back, msg: reply } in reps[to].handle_message(from, msg.clone()) {
+                        inflight.push((to, back, reply));
+                    }
+                }
+            }
+        }
+        let mut heal = |reps: &mut Vec<Replica<usize, u8, u16>>, inflight: &mut Vec<_>| {
+            for round in 0..200u64 {
+                for (from, rep) in reps.iter_mut().enumerate() {
+                    for Effect::Send { to, msg } in rep.tick(rnd() ^ round) {
+                        inflight.push((from, to, msg));
+                    }
+                }
+                while let Some((from, to, msg)) = inflight.pop() {
+                    for Effect::Send { to: back, msg: reply } in reps[to].handle_message(from, msg) {
+                        inflight.push((to, back, reply));
+                    }
+                }
+                let quiet = reps.iter().all(|r| r.buffered() == 0);
+                if quiet && reps.iter().all(|r| r.map().state() == reps[0].map().state()) { break; }
+            }
+        };
+        heal(&mut reps, &mut inflight);
+        // Every replica retires what it still lists (a retirement refused earlier, for gaps or
+        // an incarnation not yet known to be replaced, is made now), then quiet again.
+        for r in reps.iter_mut() {
+            for old in &replaced {
+                let _ = r.retire(*old);
+            }
+        }
+        heal(&mut reps, &mut inflight);
+        // A peer still marked as needing the full state gets it within a few rounds (2 of 3
+        // peers are picked each round); after that, nothing makes anyone need one again.
+        let mut rounds = |reps: &mut Vec<Replica<usize, u8, u16>>, count: u64| {
+            for round in 0..count {
+                for (from, rep) in reps.iter_mut().enumerate() {
+                    for Effect::Send { to, msg } in rep.tick(round.wrapping_mul(31) ^ from as u64) {
+                        inflight.push((from, to, msg));
+                    }
+                }
+                while let Some((from, to, msg)) = inflight.pop() {
+                    for Effect::Send { to: back, msg: reply } in reps[to].handle_message(from, msg) {
+                        inflight.push((to, back, reply));
+                    }
+                }
+            }
+        };
+        rounds(&mut reps, 50);
+        let sent: Vec<u64> = reps.iter().map(|r| r.stats().full_states_sent).collect();
+        rounds(&mut reps, 50);
+        for (i, r) in reps.iter().enumerate() {
+            let state = r.map().state();
+            prop_assert_eq!(&state.entries, &truth.state().entries);
+            prop_assert!(state.ctx.covers(&truth.state().ctx) && truth.state().ctx.covers(&state.ctx));
+            for old in &replaced {
+                prop_assert_eq!(state.ctx.vv().get(old), 0, "{} still lists {}", r.id(), old);
+                let wrote = truth.state().ctx.mentions(old);
+                prop_assert_eq!(state.ctx.retired().get(old) > 0, wrote);
+            }
+            prop_assert_eq!(state, reps[0].map().state());
+            prop_assert_eq!(r.stats().full_states_sent, sent[i], "no full states once quiet");
         }
     }
 }

@@ -637,7 +637,8 @@ fn a_slow_restarted_peer_goes_from_the_full_state_to_intervals_under_steady_writ
 }
 
 // ---------------------------------------------------------------------------------------------
-// C4: retired epochs are collected once every live replica covers them.
+// C4: replaced epochs are retired: moved out of every version vector, for the whole cluster.
+use heck_crdt::sync::NotRetirable;
 
 /// Exchange until quiet between the listed replicas (by address), every message delivered.
 fn settle(reps: &mut [(u8, Kv)], rounds: u64) {
@@ -659,8 +660,7 @@ fn settle(reps: &mut [(u8, Kv)], rounds: u64) {
 }
 
 #[test]
-fn an_epoch_is_retired_only_once_every_peer_covers_it_and_nothing_buffered_mentions_it() {
-    use heck_crdt::sync::NotRetirable;
+fn a_retirement_at_one_replica_moves_the_old_epoch_out_of_every_version_vector() {
     let config = Config {
         digest_every: 2,
         ..Config::default()
@@ -672,7 +672,6 @@ fn an_epoch_is_retired_only_once_every_peer_covers_it_and_nothing_buffered_menti
     ];
     reps[2].1.write("kept".into(), "from the old epoch".into());
     reps[2].1.write("gone".into(), "overwritten".into());
-    reps[2].1.write("late".into(), "overwritten later".into());
     settle(&mut reps, 10);
     let old = reps[2].1.id();
     assert_eq!(reps[0].1.retire(old), Err(NotRetirable::Running));
@@ -680,47 +679,57 @@ fn an_epoch_is_retired_only_once_every_peer_covers_it_and_nothing_buffered_menti
     reps[2].1 = replica(2, 2, &[0, 1], config);
     reps[0].1.write("gone".into(), "by 0".into());
     settle(&mut reps, 20);
-    // Everyone covers the old epoch now; a new overwrite of its value is still in a buffer.
-    reps[0].1.write("late".into(), "by 0".into());
-    assert_eq!(
-        reps[0].1.retire(old),
-        Err(NotRetirable::Buffered),
-        "a group still mentions it"
-    );
-    settle(&mut reps, 20);
     let before = reps[0].1.map().state().clone();
-    assert!(before.ctx.vv().get(&old) > 0);
-    for (_, r) in reps.iter_mut() {
-        assert_eq!(r.retire(old), Ok(()), "{:?}", r.id());
-    }
+    assert_eq!(before.ctx.vv().get(&old), 2);
+    // Only replica 0 retires it; the retirement travels like a write.
+    assert_eq!(reps[0].1.retire(old), Ok(2));
+    assert_eq!(reps[0].1.retire(old), Err(NotRetirable::NotListed));
+    let full_states =
+        |reps: &[(u8, Kv)]| -> u64 { reps.iter().map(|(_, r)| r.stats().full_states_sent).sum() };
+    let sent = full_states(&reps);
+    settle(&mut reps, 20);
     for (_, r) in &reps {
-        let state = r.map().state();
-        // Only the old epoch's live dot is still spoken for; its overwritten one is forgotten.
-        let dot = |counter| Dot {
-            replica: old,
-            counter,
-        };
-        assert!(state.ctx.contains(&dot(1)));
-        assert!(!state.ctx.contains(&dot(2)) && !state.ctx.contains(&dot(3)));
-        assert!(state.validate().is_ok());
+        let ctx = r.map().context();
+        assert_eq!(ctx.vv().get(&old), 0, "{} lists it", r.id());
+        assert_eq!(ctx.retired().get(&old), 2, "{}", r.id());
+        assert!(
+            ctx.covers(&before.ctx) && before.ctx.covers(ctx),
+            "no dot forgotten"
+        );
+        assert!(r.map().state().validate().is_ok());
         assert_eq!(
             r.map().get(&"kept".to_string()),
             [&"from the old epoch".to_string()],
             "a live value of the old epoch stays"
         );
-        assert_eq!(state, reps[0].1.map().state());
+        assert_eq!(r.map().get(&"gone".to_string()), [&"by 0".to_string()]);
+        assert_eq!(r.map().state(), reps[0].1.map().state());
     }
-    // Life goes on: overwriting the old epoch's value works everywhere.
+    assert_eq!(
+        full_states(&reps),
+        sent,
+        "the replicas that had not retired yet did not look behind (the ping-pong of 2026-12-03)"
+    );
+    // Life goes on: overwriting the old epoch's value works everywhere, and a late copy of
+    // the old epoch's first write changes nothing.
+    let late = {
+        let mut m: ORMap<String, String> = ORMap::new();
+        let d = m.write(old, "kept".into(), "from the old epoch".into());
+        m.apply(&d);
+        d
+    };
     reps[1].1.write("kept".into(), "new".into());
+    settle(&mut reps, 10);
+    reps[0].1.handle_message(2, delta_msg(old, late));
     settle(&mut reps, 10);
     for (_, r) in &reps {
         assert_eq!(r.map().get(&"kept".to_string()), [&"new".to_string()]);
+        assert_eq!(r.map().context().vv().get(&old), 0);
     }
 }
 
 #[test]
-fn a_running_epoch_or_one_a_peer_has_not_reported_is_not_retired() {
-    use heck_crdt::sync::NotRetirable;
+fn a_running_epoch_one_not_listed_or_one_with_gaps_is_not_retired() {
     let config = Config::default();
     let mut a = replica(0, 1, &[1], config);
     let b_id = rid(1, 1);
@@ -731,14 +740,15 @@ fn a_running_epoch_or_one_a_peer_has_not_reported_is_not_retired() {
         a.handle_message(1, msg);
     }
     assert_eq!(a.retire(b_id), Err(NotRetirable::Running), "b runs");
-    // An epoch this replica has seen but peer 1 has never reported covering.
+    assert_eq!(a.retire(rid(5, 5)), Err(NotRetirable::NotListed));
+    // An epoch whose second write arrived but not its first: a gap.
     let ghost = rid(5, 5);
-    let other: ORMap<String, String> = ORMap::new();
-    let d = other.write(ghost, "g".into(), "1".into());
-    a.handle_message(1, delta_msg(b_id, d));
-    let _ = a.tick(2); // the buffer is acked by nobody yet
-    assert!(matches!(
-        a.retire(ghost),
-        Err(NotRetirable::NotCovered | NotRetirable::Buffered)
-    ));
+    let mut other: ORMap<String, String> = ORMap::new();
+    let first = other.write(ghost, "g".into(), "1".into());
+    other.apply(&first);
+    let second = other.write(ghost, "h".into(), "2".into());
+    a.handle_message(1, delta_msg(b_id, second));
+    assert_eq!(a.retire(ghost), Err(NotRetirable::Gaps));
+    a.handle_message(1, delta_msg(b_id, first));
+    assert_eq!(a.retire(ghost), Ok(2));
 }

@@ -121,6 +121,12 @@ impl Store {
         self.replica.map().keys()
     }
 
+    /// Retire `old`, an incarnation replaced by a newer one (see heck-crdt's
+    /// `Replica::retire`): a delta, sent on like a write. Returns how many of its dots.
+    pub fn retire(&mut self, old: ReplicaId) -> Result<u64, heck_crdt::NotRetirable> {
+        self.replica.retire(old)
+    }
+
     /// One anti-entropy round.
     pub fn tick(&mut self, random: u64) -> Outgoing {
         sends(self.replica.tick(random))
@@ -142,7 +148,11 @@ impl Store {
         let changed = match &msg.body {
             heck_crdt::Body::Delta { delta, .. } => match self.replica.map().news(delta) {
                 None => Changed::Nothing,
-                Some(news) if !news.ctx.vv().is_empty() => Changed::All,
+                // A full state, or a retirement (it removes the retired incarnation's entries
+                // that its sender had seen removed).
+                Some(news) if !news.ctx.vv().is_empty() || !news.ctx.retired().is_empty() => {
+                    Changed::All
+                }
                 // A bare removal (a context dot without an entry) changes only a key whose
                 // target is being deleted, and the deletion's `Key::Target` write names it; so
                 // the keys of the entries are enough.
@@ -195,9 +205,16 @@ pub fn thin_full_state(
     let mine = map.context();
     let mut gap = 0u64;
     for (r, &n) in full.ctx.vv().iter() {
-        gap = gap.saturating_add(n.saturating_sub(mine.vv().get(r)));
+        gap = gap.saturating_add(n.saturating_sub(mine.prefix(r)));
     }
-    if gap > MAX_THIN_GAP {
+    // A retired prefix that is news must travel with its replica's entries (heck-crdt's
+    // `news` does that); this cloud-only form cannot say it. Rare: once per retirement.
+    let retired_news = full
+        .ctx
+        .retired()
+        .iter()
+        .any(|(r, &n)| n > mine.retired().get(r));
+    if gap > MAX_THIN_GAP || retired_news {
         return None;
     }
     let mut out = Delta::default();
@@ -215,7 +232,7 @@ pub fn thin_full_state(
         }
     }
     for (r, &n) in full.ctx.vv().iter() {
-        for counter in mine.vv().get(r) + 1..=n {
+        for counter in mine.prefix(r) + 1..=n {
             let d = Dot {
                 replica: *r,
                 counter,

@@ -81,6 +81,7 @@ pub struct DecisionCounts {
     pub sync_unroutable: u64,
     pub sync_bad_sender: u64,
     pub bad_target_specs: u64,
+    pub epochs_retired: u64,
 }
 
 impl From<heck_cluster::Stats> for DecisionCounts {
@@ -92,6 +93,7 @@ impl From<heck_cluster::Stats> for DecisionCounts {
             sync_unroutable: s.sync_unroutable,
             sync_bad_sender: s.sync_bad_sender,
             bad_target_specs: s.bad_target_specs,
+            epochs_retired: s.epochs_retired,
         }
     }
 }
