@@ -6,11 +6,15 @@
 //! ```text
 //!   select (biased): shutdown → leave, flush, final snapshot, stop
 //!                    earliest timer due → cluster.handle_timer (SWIM, sync round, push, settle)
+//!                    every second: counters; every 10 s: a snapshot (--data-dir; one write at
+//!                    a time, on a blocking thread); a snapshot write ended → count it
+//!                    (these come before the sockets: under load those are always ready)
 //!                    datagram → open (drop + count if bad) → cluster.handle_swim
 //!                    a push-pull we started ended → cluster.handle_push_pull (its reply)
 //!                    stream frame: push-pull request → reply push_pull_state, then merge
 //!                                  sync message (CRDT) → decode, sender = handshake? → handle_sync
-//!                    node input: a check result of an owned target → cluster.handle_check
+//!                    node input: a check of an owned target that may change something
+//!                                (`heck_cluster::report_check`) → cluster.handle_check
 //!                                an API add/delete → cluster.add_target / remove_target
 //!   effects: Swim → seal with a fresh 24-byte nonce → send_to;  Schedule → timer heap
 //!            PushPull → spawn the exchange (bounded, see `push_pull`);  Sync → stream send
@@ -25,7 +29,8 @@
 //! module only moves bytes, time and effects. The `Cluster` sits behind a mutex that this task
 //! alone writes; the API reads answers through it. Lock order: registry, then cluster (the API
 //! lists under the registry lock and looks each answer up); this task never holds the cluster
-//! lock while it takes the registry's.
+//! lock while it takes the registry's, and check threads never take the cluster's lock (they
+//! read the registry's copy of the answer).
 //!
 //! The gossip address is where the sockets are bound; the advertised address is what this
 //! node tells others (in SWIM and in stream handshakes). Binding `0.0.0.0` needs an explicit
