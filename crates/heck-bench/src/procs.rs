@@ -168,6 +168,22 @@ pub struct Fleet {
 
 /// Start `heck fleet --targets n` with a config written into `dir` (`interval` and `timeout` per
 /// target, as `heck fleet` spells them) and wait until it serves (at most 120 s).
+/// The `heck` binary to measure: `given` (`--heck PATH`), or the one built beside this
+/// benchmark's own binary.
+pub fn heck_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let heck = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()?.with_file_name("heck"),
+    };
+    if !heck.exists() {
+        anyhow::bail!(
+            "{} not found: cargo build --release --bin heck (or --heck PATH)",
+            heck.display()
+        );
+    }
+    Ok(heck)
+}
+
 pub fn start_fleet(
     heck: &Path,
     n: usize,

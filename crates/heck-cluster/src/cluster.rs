@@ -291,7 +291,7 @@ pub enum Effect<A> {
 }
 
 /// Counters (for `/v1/node` and `/metrics`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
     /// Status records written by this node.
     pub writes: u64,

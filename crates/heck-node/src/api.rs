@@ -732,44 +732,28 @@ async fn node(State(shared): State<Arc<Shared>>) -> Json<NodeInfo> {
         unknown,
         checks_in_flight: shared.in_flight.load(std::sync::atomic::Ordering::Relaxed),
         max_in_flight: shared.max_in_flight,
-        gossip: shared.members.as_ref().map(|v| GossipInfo {
-            members: v.members().len(),
-            dropped_bad_packets: v
-                .stats
-                .dropped_bad
-                .load(std::sync::atomic::Ordering::Relaxed),
-            send_errors: v
-                .stats
-                .send_errors
-                .load(std::sync::atomic::Ordering::Relaxed),
-            swim: v.swim_stats(),
-            push_pull: v.push_pull_stats(),
-            stream: v.stream_stats(),
-            swim_traffic: SwimTraffic {
-                sent: v.stats.swim_sent.load(std::sync::atomic::Ordering::Relaxed),
-                sent_bytes: v
-                    .stats
-                    .swim_sent_bytes
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                received: v
-                    .stats
-                    .swim_received
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                received_bytes: v
-                    .stats
-                    .swim_received_bytes
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            },
-            sync_unsent: v
-                .stats
-                .sync_unsent
-                .load(std::sync::atomic::Ordering::Relaxed),
-            checks_dropped: v
-                .stats
-                .checks_dropped
-                .load(std::sync::atomic::Ordering::Relaxed),
-            cluster: v.cluster_counts(),
-            data_dir: v.persist_counts(),
+        gossip: shared.members.as_ref().map(|v| {
+            let load =
+                |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+            let t = &v.stats;
+            GossipInfo {
+                members: v.members().len(),
+                dropped_bad_packets: load(&t.dropped_bad),
+                send_errors: load(&t.send_errors),
+                swim: v.swim_stats(),
+                push_pull: v.push_pull_stats(),
+                stream: v.stream_stats(),
+                swim_traffic: SwimTraffic {
+                    sent: load(&t.swim_sent),
+                    sent_bytes: load(&t.swim_sent_bytes),
+                    received: load(&t.swim_received),
+                    received_bytes: load(&t.swim_received_bytes),
+                },
+                sync_unsent: load(&t.sync_unsent),
+                checks_dropped: load(&t.checks_dropped),
+                cluster: v.cluster_counts(),
+                data_dir: v.persist_counts(),
+            }
         }),
     })
 }

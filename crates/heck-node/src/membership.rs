@@ -58,7 +58,7 @@ pub use persist::{Persist, PersistCounts, SNAPSHOT_EVERY, open_cluster};
 use push_pull::PushPulls;
 pub use push_pull::{PushPullCounts, PushPullStats};
 use view::state_name;
-pub use view::{ClusterCounts, DecisionCounts, MemberView, MembershipView, TransportStats};
+pub use view::{ClusterCounts, MemberView, MembershipView, TransportStats};
 
 /// Settings of the membership layer.
 #[derive(Debug, Clone)]
@@ -686,7 +686,7 @@ impl Driver {
                 deltas_pending,
                 replicas: cluster.replicas(),
                 settled: cluster.is_settled(),
-                decisions: cluster.stats().into(),
+                decisions: cluster.stats(),
                 sync,
             }
         };

@@ -445,17 +445,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<Vec<Row>> {
-    let exe = std::env::current_exe()?;
-    let heck = args
-        .heck
-        .clone()
-        .unwrap_or_else(|| exe.with_file_name("heck"));
-    if !heck.exists() {
-        bail!(
-            "{} not found: cargo build --release --bin heck (or --heck PATH)",
-            heck.display()
-        );
-    }
+    let heck = heck_bench::procs::heck_binary(args.heck.as_deref())?;
     // Checked before anything runs: a run that silently drops the baseline has no ratio.
     let bbe = if args.skip_blackbox {
         None

@@ -683,17 +683,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<Vec<RunResult>> {
-    let exe = std::env::current_exe()?;
-    let heck = args
-        .heck
-        .clone()
-        .unwrap_or_else(|| exe.with_file_name("heck"));
-    if !heck.exists() {
-        bail!(
-            "{} not found: cargo build --release --bin heck (or --heck PATH)",
-            heck.display()
-        );
-    }
+    let heck = heck_bench::procs::heck_binary(args.heck.as_deref())?;
     let dir = std::env::temp_dir().join(format!("heck-v2-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -66,36 +66,9 @@ pub struct ClusterCounts {
     /// Settled (owning targets) after joining.
     pub settled: bool,
     /// The decisions' counters: writes, reseeds, ignored checks, unroutable sync messages, …
-    pub decisions: DecisionCounts,
+    pub decisions: heck_cluster::Stats,
     /// The CRDT replica's anti-entropy counters.
     pub sync: heck_crdt::Stats,
-}
-
-/// [`heck_cluster::Stats`] as the API shows it.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-#[allow(missing_docs)]
-pub struct DecisionCounts {
-    pub writes: u64,
-    pub reseeds: u64,
-    pub checks_ignored: u64,
-    pub sync_unroutable: u64,
-    pub sync_bad_sender: u64,
-    pub bad_target_specs: u64,
-    pub epochs_retired: u64,
-}
-
-impl From<heck_cluster::Stats> for DecisionCounts {
-    fn from(s: heck_cluster::Stats) -> Self {
-        DecisionCounts {
-            writes: s.writes,
-            reseeds: s.reseeds,
-            checks_ignored: s.checks_ignored,
-            sync_unroutable: s.sync_unroutable,
-            sync_bad_sender: s.sync_bad_sender,
-            bad_target_specs: s.bad_target_specs,
-            epochs_retired: s.epochs_retired,
-        }
-    }
 }
 
 /// What the API reads.

@@ -60,11 +60,7 @@ pub fn print_table(out: &mut impl Write, targets: &serde_json::Value) -> std::io
         let latency = last["latency_ms"]
             .as_f64()
             .map_or("-".to_string(), |ms| format!("{ms:.1}ms"));
-        let error = match (last["error"].as_str(), last["detail"].as_str()) {
-            (Some(kind), Some(detail)) => format!("{kind}: {detail}"),
-            (Some(kind), None) => kind.to_string(),
-            _ => String::new(),
-        };
+        let error = error_of(last);
         writeln!(
             out,
             "{:<width$}  {:<9}  {:<24}  {:>10}  {}",
@@ -77,6 +73,15 @@ pub fn print_table(out: &mut impl Write, targets: &serde_json::Value) -> std::io
     }
     let unhealthy = rows.iter().filter(|t| t["status"] == "unhealthy").count();
     writeln!(out, "{} target(s), {unhealthy} unhealthy", rows.len())
+}
+
+/// The last check's failure as the ERROR column shows it: `kind: detail`, or empty.
+fn error_of(last: &serde_json::Value) -> String {
+    match (last["error"].as_str(), last["detail"].as_str()) {
+        (Some(kind), Some(detail)) => format!("{kind}: {detail}"),
+        (Some(kind), None) => kind.to_string(),
+        _ => String::new(),
+    }
 }
 
 /// The table of a cluster node: every target of the cluster, who checks it and whose check the
@@ -102,11 +107,7 @@ fn print_cluster_table(out: &mut impl Write, rows: &[serde_json::Value]) -> std:
             status.push('*');
         }
         let last = &t["last_check"];
-        let error = match (last["error"].as_str(), last["detail"].as_str()) {
-            (Some(kind), Some(detail)) => format!("{kind}: {detail}"),
-            (Some(kind), None) => kind.to_string(),
-            _ => String::new(),
-        };
+        let error = error_of(last);
         writeln!(
             out,
             "{:<name_w$}  {:<10}  {:<owner_w$}  {:<observer_w$}  {:<24}  {}",
