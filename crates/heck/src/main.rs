@@ -51,6 +51,15 @@ pub(crate) fn block_on<T>(f: impl Future<Output = anyhow::Result<T>>) -> anyhow:
         .block_on(f)
 }
 
+/// The multi-threaded runtime a long-running command (agent, demo, fleet) runs on.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
 /// Did `err` come from writing to a closed pipe (`heck status | head -1`)?
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {

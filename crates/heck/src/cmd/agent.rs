@@ -159,10 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         targets: config.targets,
         membership,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 mod cluster;
 
-use anyhow::Context;
 use heck_fleet::{Fleet, FleetConfig};
 use heck_node::NodeConfig;
 use tokio_util::sync::CancellationToken;
@@ -38,10 +37,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.nodes > 1 {
         return cluster::run(args);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         let fleet = Fleet::start(FleetConfig {
             targets: args.targets,

@@ -51,10 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for (flag, v) in [("interval", &args.interval), ("timeout", &args.timeout)] {
         humantime::parse_duration(v).with_context(|| format!("--{flag} {v:?}"))?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         let fleet = Fleet::start(FleetConfig {
             targets: args.targets,

@@ -65,10 +65,7 @@ impl Drop for Nodes {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         let fleet = Fleet::start(FleetConfig {
             targets: args.targets,
