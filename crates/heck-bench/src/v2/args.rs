@@ -1,6 +1,5 @@
 //! `v2-bench`'s command line. As `v1-bench`'s: every flag is known, an unknown one is an error
 //! (exit 2), never ignored.
-use std::fmt;
 use std::path::PathBuf;
 
 use crate::measure::SCRAPE_INTERVAL_S;
@@ -124,39 +123,8 @@ impl Args {
     }
 }
 
-/// A command line that cannot be run (exit status 2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArgsError {
-    /// A flag this program does not know, or a stray argument.
-    Unknown(String),
-    /// A flag given without its value.
-    MissingValue(&'static str),
-    /// A value that does not parse or is out of range.
-    BadValue {
-        /// The flag.
-        flag: &'static str,
-        /// What was given.
-        value: String,
-        /// What is expected.
-        expected: &'static str,
-    },
-}
-
-impl fmt::Display for ArgsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ArgsError::Unknown(a) => write!(f, "unknown argument `{a}` (see --help)"),
-            ArgsError::MissingValue(flag) => write!(f, "{flag} needs a value (see --help)"),
-            ArgsError::BadValue {
-                flag,
-                value,
-                expected,
-            } => write!(f, "{flag} `{value}`: expected {expected}"),
-        }
-    }
-}
-
-impl std::error::Error for ArgsError {}
+/// The same errors as v1-bench's command line.
+pub use crate::args::ArgsError;
 
 /// Parse the arguments after the program name (`--flag value` or `--flag=value`). `--quick`
 /// sets its values where it stands: flags after it override them.
