@@ -62,6 +62,26 @@ impl<K: Ord + Clone, V: Clone + PartialEq> Delta<K, V> {
     }
 }
 
+impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> Delta<K, V> {
+    /// [`join`](Self::join), given `index`, the dot → key of every entry of `self` (kept in
+    /// sync here): the cost is that of `other` (for the cloud-only contexts every mutator makes),
+    /// not of `self`. Joining k deltas one by one costs O(k) this way and O(k²) plainly, which
+    /// is what coalescing a burst of writes into one buffered group, and cutting an interval of
+    /// groups into one transfer, need.
+    pub fn join_indexed(&mut self, other: &Delta<K, V>, index: &mut HashMap<Dot, K>) {
+        join_stores(&mut self.entries, &self.ctx, other, Some(index));
+        self.ctx.join(&other.ctx);
+    }
+
+    /// The dot → key index of every entry (for [`join_indexed`](Self::join_indexed)).
+    pub fn dot_index(&self) -> HashMap<Dot, K> {
+        self.entries
+            .iter()
+            .flat_map(|(k, m)| m.keys().map(move |d| (*d, k.clone())))
+            .collect()
+    }
+}
+
 /// Join `other` into `entries` (whose context is `ctx`, not yet merged). `index`, when given, is
 /// kept in sync (dot → key of every live entry).
 fn join_stores<K: Ord + Clone, V: Clone>(

@@ -5,7 +5,9 @@
 //! ```text
 //!  replica i                                             peer j
 //!  first tick: Digest{ctx} to every peer ("hello": a restart is noticed without a write)
-//!  write/remove ─> apply δ to X, buffer δ as group c (origin: none), c += 1
+//!  write/remove ─> apply δ to X; the newest group is local and no peer has it yet (acked
+//!                  or in a transfer)? join δ into it. Else buffer δ as group c (origin:
+//!                  none), c += 1. (A burst of writes between two ticks is one group.)
 //!  tick: for f random peers j:
 //!     j needs the full state (new incarnation, lost state, fell out of the buffer)?
 //!        yes ─> transfer (full, seq: c) = X
@@ -28,14 +30,16 @@
 //! by replica id (node and epoch), never by address: a process restarted at the same address is
 //! a new replica and gets everything; (3) only what is news is buffered and forwarded (RR);
 //! (4) the buffer is bounded (`max_buffer` groups): a peer that falls further behind gets the
-//! full state instead; (5) no message is larger than `max_message_bytes` unless one single
+//! full state instead; (4b) a group is changed only while no peer has it, acked or in flight,
+//! so a transfer cut again from the buffer is the same, and an acked position never hides a
+//! write; (5) no message is larger than `max_message_bytes` unless one single
 //! entry is (counted); (6) nothing received is joined before it is validated.
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use heck_sim::SplitMix64;
 use serde::Serialize;
 
-use crate::causal::{CausalContext, ReplicaId};
+use crate::causal::{CausalContext, Dot, ReplicaId};
 use crate::durable::{Durable, DurableRef, RestoreError};
 pub use crate::message::{Body, MAX_PIECES, Message, Piece};
 use crate::ormap::{Delta, ORMap};
@@ -104,6 +108,9 @@ pub struct Stats {
     /// earlier incarnation of this replica, for a transfer no longer current, or from a peer
     /// that is not (or no longer) configured.
     pub stale_received: u64,
+    /// Local writes joined into the newest buffered group (no peer had it yet) instead of
+    /// starting a group of their own.
+    pub coalesced: u64,
 }
 
 struct Group<K: Ord, V> {
@@ -188,6 +195,10 @@ pub struct Replica<P, K: Ord, V> {
     buffer: VecDeque<Group<K, V>>,
     first_seq: u64,
     next_seq: u64,
+    /// The dot → key index of the newest group while it is local: later local writes may be
+    /// joined into it (see `apply_and_buffer`). `None` when the newest group came from a peer,
+    /// or there is none.
+    open: Option<HashMap<Dot, K>>,
     ticks: u64,
     stats: Stats,
 }
@@ -225,6 +236,7 @@ where
             buffer: VecDeque::new(),
             first_seq: 0,
             next_seq: 0,
+            open: None,
             ticks: 0,
             stats: Stats::default(),
         }
@@ -366,12 +378,38 @@ where
 
     fn apply_and_buffer(&mut self, delta: Delta<K, V>, origin: Option<ReplicaId>) {
         self.map.apply(&delta);
+        if origin.is_none()
+            && self.newest_is_unsent()
+            && let (Some(group), Some(index)) = (self.buffer.back_mut(), self.open.as_mut())
+        {
+            // Nobody has group `next_seq - 1` yet: whoever gets it later gets both writes.
+            group.delta.join_indexed(&delta, index);
+            self.stats.coalesced += 1;
+            return;
+        }
+        self.open = origin.is_none().then(|| delta.dot_index());
         self.buffer.push_back(Group { delta, origin });
         self.next_seq += 1;
         while self.buffer.len() > self.config.max_buffer {
             self.buffer.pop_front();
             self.first_seq += 1;
         }
+        if self.buffer.is_empty() {
+            self.open = None;
+        }
+    }
+
+    /// Is the newest group local, and held by no peer: none acked it, none has a transfer
+    /// (interval or full state) in flight that covers it? Only then may it change (invariant
+    /// 4b): an interval is cut again from the buffer for every resend and must stay the same,
+    /// and a peer's acked position must not cover a write it never received.
+    fn newest_is_unsent(&self) -> bool {
+        let newest = self.next_seq; // one past group `next_seq - 1`
+        self.open.is_some()
+            && !self.buffer.is_empty()
+            && self.peers.values().all(|s| {
+                s.acked < newest && s.transfer.as_ref().is_none_or(|t| t.piece.seq < newest)
+            })
     }
 
     /// One round: send deltas (or the full state) to `fanout` random peers, and now and then a
@@ -528,13 +566,14 @@ where
     fn interval(&self, peer: &P, from: u64, to: u64) -> Vec<Delta<K, V>> {
         let incarnation = self.peers.get(peer).and_then(|s| s.incarnation);
         let mut joined = Delta::default();
+        let mut index = HashMap::new(); // keeps the joins linear in the interval's size
         let skip = from.saturating_sub(self.first_seq) as usize;
         let take = to.saturating_sub(from) as usize;
         for g in self.buffer.iter().skip(skip).take(take) {
             // Never back to the replica it came from (BP); a restarted peer is another
             // replica, so what its earlier incarnation sent goes back to it.
             if g.origin.is_none() || g.origin != incarnation {
-                joined.join(&g.delta);
+                joined.join_indexed(&g.delta, &mut index);
             }
         }
         if joined.is_empty() {
@@ -571,6 +610,9 @@ where
         while self.first_seq < min && !self.buffer.is_empty() {
             self.buffer.pop_front();
             self.first_seq += 1;
+        }
+        if self.buffer.is_empty() {
+            self.open = None;
         }
     }
 

@@ -95,9 +95,10 @@ fn joined(a: &Map, b: &Map) -> Delta<u8, u16> {
 }
 
 proptest! {
-    /// The map's join finds what to remove through its dot index (one pass over it when the
-    /// incoming context has a version vector); the plain join of two deltas scans every key. Fed
-    /// the same states and deltas in the same order, both must give the same state.
+    /// The map's join (and `Delta::join_indexed`) finds what to remove through a dot index (one
+    /// pass over it when the incoming context has a version vector); the plain join of two
+    /// deltas scans every key. Fed the same states and deltas in the same order, all must give
+    /// the same state.
     #[test]
     fn the_indexed_join_equals_the_plain_join(ops in prop::collection::vec(op(), 0..40), seed in any::<u64>()) {
         let (m, deltas) = run(&ops);
@@ -111,9 +112,16 @@ proptest! {
         }
         let mut indexed = Map::new();
         let mut plain: Delta<u8, u16> = Delta::default();
+        // A delta joined with an index it keeps (coalesced groups and intervals): the same as
+        // the plain join, context included, and its index stays that of its entries.
+        let mut delta_indexed: Delta<u8, u16> = Delta::default();
+        let mut index = delta_indexed.dot_index();
         for d in &inputs {
             indexed.apply(d);
             plain.join(d);
+            delta_indexed.join_indexed(d, &mut index);
+            prop_assert_eq!(&delta_indexed, &plain);
+            prop_assert_eq!(&index, &plain.dot_index());
             // The plain join keeps its context as a cloud; the map compacts its own.
             let mut compacted = plain.clone();
             compacted.ctx.compact();
