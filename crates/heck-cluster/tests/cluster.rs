@@ -318,8 +318,11 @@ fn p1_says_healthy_p2_says_unhealthy_and_the_owners_next_check_settles_it() {
     let fx = p.nodes[1].handle_swim(at(10 * S), gossip("a", 0, vec![back]));
     assert!(disowns(&fx).contains(&t));
     p.deliver(10 * S, 1, fx);
-    p.sync(10 * S, 0);
-    p.sync(10 * S, 1);
+    // The transfers lost in the partition are sent again after `resend_after` (2) rounds.
+    for _ in 0..2 {
+        p.sync(10 * S, 0);
+        p.sync(10 * S, 1);
+    }
     for n in &p.nodes {
         let a = n.answer(&t).unwrap();
         assert_eq!(n.siblings(&t).len(), 2);

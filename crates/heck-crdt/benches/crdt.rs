@@ -344,6 +344,7 @@ const DEFAULT_CONFIG: Config = Config {
     digest_every: 10,
     max_buffer: 1024,
     max_message_bytes: 1 << 20,
+    resend_after: 1,
 };
 const BIG_BUFFER: (&str, Config) = (
     "the default but `max_buffer` 65,536",

@@ -8,12 +8,14 @@
 //!  write/remove ─> apply δ to X; the newest group is local and no peer has it yet (acked
 //!                  or in a transfer)? join δ into it. Else buffer δ as group c (origin:
 //!                  none), c += 1. (A burst of writes between two ticks is one group.)
-//!  tick: for f random peers j:
+//!  tick (push: the same, between ticks, for peers with no transfer in flight, no resend):
+//!        for f random peers j:
 //!     j needs the full state (new incarnation, lost state, fell out of the buffer)?
 //!        yes ─> transfer (full, seq: c) = X
 //!        no  ─> transfer (from: A[j], seq: c) = ⊔ groups A[j]..c whose origin is not j's
 //!               current incarnation
-//!     cut the transfer into pieces of at most max_message_bytes; send those not yet acked:
+//!     cut the transfer into pieces of at most max_message_bytes; send those not yet acked
+//!     (a transfer in flight: again only after resend_after rounds, the wait doubling to 8×):
 //!        Delta{ piece k of n, δk }  ──>   δk valid? else refused and counted
 //!                                         news = δk minus what j has (RR)
 //!                                         news? apply, buffer (origin: i's replica id)
@@ -60,6 +62,10 @@ pub struct Config {
     /// frame limit, and above the largest single entry (key and value) a replica accepts: an
     /// entry larger than this travels alone, over the limit (counted in `oversized_sent`).
     pub max_message_bytes: usize,
+    /// Rounds (ticks) before a transfer that is not acked whole is sent again; the wait doubles
+    /// after every resend, up to 8 times this. A receiver slower than the round (busy joining a
+    /// burst) is not sent the same megabytes again every round. 1 by default.
+    pub resend_after: u64,
 }
 
 impl Default for Config {
@@ -69,6 +75,7 @@ impl Default for Config {
             digest_every: 10,
             max_buffer: 1024,
             max_message_bytes: 1 << 20,
+            resend_after: 1,
         }
     }
 }
@@ -111,6 +118,8 @@ pub struct Stats {
     /// Local writes joined into the newest buffered group (no peer had it yet) instead of
     /// starting a group of their own.
     pub coalesced: u64,
+    /// Transfers sent again (their unacked pieces), after `resend_after` rounds and backoff.
+    pub resends: u64,
 }
 
 struct Group<K: Ord, V> {
@@ -131,6 +140,10 @@ struct Transfer<K: Ord, V> {
     acked: BTreeSet<u32>,
     /// The pieces of a full state, as cut when it started (the state moves on).
     full: Option<Vec<Delta<K, V>>>,
+    /// The round from which its unacked pieces may be sent again.
+    resend_at: u64,
+    /// Rounds to wait after the next resend (doubles, up to 8 × `resend_after`).
+    wait: u64,
 }
 
 /// What this replica knows of one peer.
@@ -423,21 +436,7 @@ where
         if peers.is_empty() {
             return out;
         }
-        let mut chosen = BTreeSet::new();
-        for _ in 0..self.config.fanout.min(peers.len()) * 2 {
-            if chosen.len() == self.config.fanout.min(peers.len()) {
-                break;
-            }
-            chosen.insert((random.next_u64() % peers.len() as u64) as usize);
-        }
-        for i in chosen {
-            for msg in self.deltas_for(&peers[i]) {
-                out.push(Effect::Send {
-                    to: peers[i].clone(),
-                    msg,
-                });
-            }
-        }
+        self.send_deltas(&peers, &mut random, true, &mut out);
         if self.ticks == 1 {
             for p in &peers {
                 let msg = self.digest_for(p);
@@ -450,6 +449,44 @@ where
         }
         self.gc();
         out
+    }
+
+    /// Send what was written since the last round to `fanout` random peers that have no
+    /// transfer in flight: for a driver that pushes a write right away, between rounds. Resends
+    /// nothing and sends no digest, and the round count does not move (resends and digests keep
+    /// the pace of [`tick`](Self::tick), however often writes push).
+    pub fn push(&mut self, random: u64) -> Vec<Effect<P, K, V>> {
+        let mut random = SplitMix64::new(random);
+        let mut out = Vec::new();
+        let peers: Vec<P> = self.peers.keys().cloned().collect();
+        self.send_deltas(&peers, &mut random, false, &mut out);
+        out
+    }
+
+    /// Deltas (new transfers, and resends when `resend` and due) to `fanout` random `peers`.
+    fn send_deltas(
+        &mut self,
+        peers: &[P],
+        random: &mut SplitMix64,
+        resend: bool,
+        out: &mut Vec<Effect<P, K, V>>,
+    ) {
+        let fanout = self.config.fanout.min(peers.len());
+        let mut chosen = BTreeSet::new();
+        for _ in 0..fanout * 2 {
+            if chosen.len() == fanout {
+                break;
+            }
+            chosen.insert((random.next_u64() % peers.len() as u64) as usize);
+        }
+        for i in chosen {
+            for msg in self.deltas_for(&peers[i], resend) {
+                out.push(Effect::Send {
+                    to: peers[i].clone(),
+                    msg,
+                });
+            }
+        }
     }
 
     fn digest_for(&self, peer: &P) -> Message<K, V> {
@@ -467,8 +504,12 @@ where
     /// acks that come back after the next tick (a link slower than the tick) then still count.
     /// Cutting a new transfer at every tick would make them all stale, and under steady writes
     /// nothing would ever be acknowledged.
-    fn deltas_for(&mut self, peer: &P) -> Vec<Message<K, V>> {
-        let first_seq = self.first_seq;
+    ///
+    /// A transfer in flight is sent again only when `resend` (a round, not a push) and its
+    /// wait is over; the wait then doubles (see [`Config::resend_after`]).
+    fn deltas_for(&mut self, peer: &P, resend: bool) -> Vec<Message<K, V>> {
+        let (first_seq, ticks) = (self.first_seq, self.ticks);
+        let max_wait = self.config.resend_after.max(1).saturating_mul(8);
         let Some(state) = self.peers.get_mut(peer) else {
             return Vec::new();
         };
@@ -476,6 +517,14 @@ where
             && t.piece.from.is_some_and(|from| from < first_seq)
         {
             state.transfer = None; // its groups fell out of the buffer: the full state instead
+        }
+        if let Some(t) = &mut state.transfer {
+            if !resend || ticks < t.resend_at {
+                return Vec::new();
+            }
+            t.resend_at = ticks.saturating_add(t.wait);
+            t.wait = t.wait.saturating_mul(2).min(max_wait);
+            self.stats.resends += 1;
         }
         let in_flight = state.transfer.as_ref().map(|t| (t.piece, t.acked.clone()));
         let pieces: Vec<(u32, Delta<K, V>)> = match (in_flight, &state.transfer) {
@@ -538,7 +587,8 @@ where
         } else {
             self.interval(peer, state.acked, self.next_seq)
         };
-        let next_seq = self.next_seq;
+        let (next_seq, ticks) = (self.next_seq, self.ticks);
+        let wait = self.config.resend_after.max(1);
         let state = self.peers.get_mut(peer)?;
         if pieces.is_empty() {
             // Everything it lacks came from it (or there is nothing at all): nothing to send,
@@ -558,6 +608,8 @@ where
             // The full state moves on with every write: keep the pieces as cut. An interval is
             // cut again from the buffer, identically (same groups, same order, same limit).
             full: full.then(|| pieces.clone()),
+            resend_at: ticks.saturating_add(wait),
+            wait: wait.saturating_mul(2),
         });
         Some(pieces)
     }

@@ -816,3 +816,31 @@ fn writes_between_two_sends_are_one_group_and_a_sent_group_never_changes() {
     assert!(b.map().get(&"burst-000".to_string()).is_empty());
     assert_eq!(a.buffered(), 0, "all acked, all collected");
 }
+
+/// A transfer its peer does not ack is sent again after `resend_after` rounds, the wait
+/// doubling to 8× (a busy receiver is not sent the same megabytes every round); a push sends a
+/// new transfer at once but never resends one.
+#[test]
+fn an_unacked_transfer_is_resent_with_a_doubling_wait_and_a_push_never_resends() {
+    let mut a = replica(0, 1, &[1], Config::default());
+    assert!(
+        deltas(a.push(0)).is_empty(),
+        "nothing written, nothing pushed"
+    );
+    a.write("k".into(), "v".into());
+    assert_eq!(deltas(a.push(0)).len(), 1, "a write is pushed at once");
+    assert!(
+        deltas(a.push(0)).is_empty(),
+        "in flight: a push does not resend"
+    );
+    let mut sent = Vec::new();
+    for round in 1..=40u64 {
+        if !deltas(a.tick(round)).is_empty() {
+            sent.push(round);
+        }
+        a.write(format!("k{round}"), "v".into());
+        assert!(deltas(a.push(round)).is_empty(), "round {round}");
+    }
+    assert_eq!(sent, [1, 3, 7, 15, 23, 31, 39]);
+    assert_eq!(a.stats().resends, 7);
+}

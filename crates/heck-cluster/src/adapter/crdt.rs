@@ -132,6 +132,11 @@ impl Store {
         sends(self.replica.tick(random))
     }
 
+    /// A push between rounds: new writes to peers with no transfer in flight, no resends.
+    pub fn push(&mut self, random: u64) -> Outgoing {
+        sends(self.replica.push(random))
+    }
+
     /// A message from `from`: apply it, and say which keys it may have changed.
     pub fn handle(&mut self, from: Peer, mut msg: Message<Key, Value>) -> (Outgoing, Changed) {
         // An invalid delta goes to the replica as it came, to be refused and counted there.
