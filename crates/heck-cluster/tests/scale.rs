@@ -164,13 +164,16 @@ fn five_restarts_during_start_up_do_not_flood_fifty_nodes_with_full_states() {
         sim.at(20 * S + i * S, Fault::Restart(id));
     }
     sim.run_until(90 * S);
+    let bytes = sim.stats().bytes;
+    // Pieces lost (1%) late in the burst wait for their resend, which backs off to 16 rounds
+    // (3.2 s): 37 groups were still pending at 90 s, none at 96 s.
+    sim.run_until(100 * S);
     let (full, pending) = live(&sim).fold((0, 0), |(f, p), (_, nd)| {
         let (st, buffered) = nd.cluster.sync_stats();
         (f + st.full_states_sent, p + buffered)
     });
-    let bytes = sim.stats().bytes;
     eprintln!(
-        "after start-up with 5 restarts (90 s): {bytes} bytes sent in all, {full} full states, {pending} delta groups pending"
+        "after start-up with 5 restarts: {bytes} bytes sent in all by 90 s; at 100 s {full} full states, {pending} delta groups pending"
     );
     assert!(full > 0, "the restarts got full states");
     assert_eq!(pending, 0, "every buffer drained");
