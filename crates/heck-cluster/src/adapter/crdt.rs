@@ -4,9 +4,7 @@
 //! routes messages only to a name's current incarnation. An incarnation that is replaced, or
 //! whose member is declared dead or left, is removed from the replica (`remove_peer`, review
 //! C2), so it no longer holds back the buffer's garbage collection.
-use std::collections::{BTreeMap, HashSet};
-
-use heck_crdt::{Delta, Dot, Durable, Message, ORMap, Replica, ReplicaId, RestoreError};
+use heck_crdt::{Dot, Durable, Message, ORMap, Replica, ReplicaId, RestoreError};
 use serde::{Deserialize, Serialize};
 
 use crate::record::{Key, Value};
@@ -138,24 +136,18 @@ impl Store {
     }
 
     /// A message from `from`: apply it, and say which keys it may have changed.
-    pub fn handle(&mut self, from: Peer, mut msg: Message<Key, Value>) -> (Outgoing, Changed) {
-        // An invalid delta goes to the replica as it came, to be refused and counted there.
-        if let heck_crdt::Body::Delta { delta, .. } = &mut msg.body
-            && !delta.ctx.vv().is_empty()
-            && delta.validate().is_ok()
-            && let Some(thin) = thin_full_state(self.replica.map(), delta)
-        {
-            // Anything may change: say so before the thin delta hides that it was a full state.
-            *delta = thin;
-            let out = self.replica.handle_message(from, msg);
-            return (sends(out), Changed::All);
-        }
+    pub fn handle(&mut self, from: Peer, msg: Message<Key, Value>) -> (Outgoing, Changed) {
         let changed = match &msg.body {
             heck_crdt::Body::Delta { delta, .. } => match self.replica.map().news(delta) {
                 None => Changed::Nothing,
-                // A full state, or a retirement (it removes the retired incarnation's entries
-                // that its sender had seen removed).
-                Some(news) if !news.ctx.vv().is_empty() || !news.ctx.retired().is_empty() => {
+                // A full state (its context has a version vector; heck-crdt's `news` cuts it to
+                // what is news, as dots), or a retirement (it removes the retired
+                // incarnation's entries that its sender had seen removed): anything may change.
+                Some(news)
+                    if !delta.ctx.vv().is_empty()
+                        || !news.ctx.vv().is_empty()
+                        || !news.ctx.retired().is_empty() =>
+                {
                     Changed::All
                 }
                 // A bare removal (a context dot without an entry) changes only a key whose
@@ -184,80 +176,4 @@ fn sends(fx: Vec<heck_crdt::Effect<Peer, Key, Value>>) -> Outgoing {
     fx.into_iter()
         .map(|heck_crdt::Effect::Send { to, msg }| (to, msg))
         .collect()
-}
-
-/// Most dots a full state may name beyond what this replica has seen, to be thinned (a forged
-/// context `{r: u64::MAX}` must not make us count to 2⁶⁴; such a state is passed on unthinned).
-const MAX_THIN_GAP: u64 = 1 << 22;
-
-/// The full state `full` as a delta with a dot-cloud context: the entries new here, every dot it
-/// has seen that this replica has not (so a late copy of an overwritten value cannot come back),
-/// and the dots held here that it has seen but no longer holds (removed or overwritten there).
-/// Joined here it does exactly what `full` does.
-///
-/// Why: `ORMap::news` used to pass a full state on *whole*; the replica buffered it as one group
-/// and joined it into every interval it forwarded, so one full state sent to a joiner spread as
-/// full-state-sized groups to every node (at 50 nodes and 2,000 targets the simulator ran out of
-/// memory). heck-crdt's `news` now thins full states itself (same bound), so this is a second
-/// copy of that logic. It stays until `tests/scale.rs` (ignored, minutes) is re-run without it:
-/// delegating to `news` was tried and costs ~10% more bytes at 1% churn in `cargo bench -p
-/// heck-crdt`, because `news` names a replica it knows nothing of by a version-vector prefix,
-/// which this cloud-only form cannot.
-pub fn thin_full_state(
-    map: &ORMap<Key, Value>,
-    full: &Delta<Key, Value>,
-) -> Option<Delta<Key, Value>> {
-    let mine = map.context();
-    let mut gap = 0u64;
-    for (r, &n) in full.ctx.vv().iter() {
-        gap = gap.saturating_add(n.saturating_sub(mine.prefix(r)));
-    }
-    // A retired prefix that is news must travel with its replica's entries (heck-crdt's
-    // `news` does that); this cloud-only form cannot say it. Rare: once per retirement.
-    let retired_news = full
-        .ctx
-        .retired()
-        .iter()
-        .any(|(r, &n)| n > mine.retired().get(r));
-    if gap > MAX_THIN_GAP || retired_news {
-        return None;
-    }
-    let mut out = Delta::default();
-    let mut live: HashSet<Dot> = HashSet::new();
-    for (k, m) in &full.entries {
-        for (d, v) in m {
-            live.insert(*d);
-            if !mine.contains(d) {
-                out.entries
-                    .entry(k.clone())
-                    .or_insert_with(BTreeMap::new)
-                    .insert(*d, v.clone());
-                out.ctx.insert(*d);
-            }
-        }
-    }
-    for (r, &n) in full.ctx.vv().iter() {
-        for counter in mine.prefix(r) + 1..=n {
-            let d = Dot {
-                replica: *r,
-                counter,
-            };
-            if !mine.contains(&d) {
-                out.ctx.insert(d);
-            }
-        }
-    }
-    for d in full.ctx.cloud() {
-        if !mine.contains(d) {
-            out.ctx.insert(*d);
-        }
-    }
-    for k in map.keys() {
-        for d in map.dots(k) {
-            if full.ctx.contains(&d) && !live.contains(&d) {
-                out.ctx.insert(d);
-            }
-        }
-    }
-    Some(out)
 }
