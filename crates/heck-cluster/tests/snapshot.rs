@@ -8,7 +8,6 @@
 //! Short mode: `cargo test -p heck-cluster --test snapshot` (proptest's default 256 cases).
 //! Long mode: `PROPTEST_CASES=1000000 cargo test --release -p heck-cluster --test snapshot`.
 #![allow(clippy::unwrap_used)]
-use std::alloc::System;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
@@ -17,11 +16,10 @@ use heck_cluster::sim::{at, targets};
 use heck_cluster::snapshot::{self, FORMAT, MAGIC};
 use heck_cluster::{Cluster, Config, Identity, NodeName, SnapshotError};
 use heck_crdt::wire::DecodeError;
+use heck_testkit::{allocated_by, alone, mutate, mutations, varint};
 use proptest::prelude::*;
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+heck_testkit::count_allocations!();
 
 const S: Duration = Duration::from_secs(1);
 
@@ -235,72 +233,8 @@ fn an_inconsistent_state_behind_a_good_checksum_is_refused_whole() {
 /// under test (the payload claims up to `u64::MAX` entries).
 const NOISE: usize = 16 * 1024;
 
-/// Run `f` and return its result and the fewest bytes it allocated over runs until two runs
-/// agree (at most 16): the counter is process-wide and `f` is deterministic.
-fn allocated_by<T>(mut f: impl FnMut() -> T) -> (T, usize) {
-    let (mut least, mut last, mut out) = (usize::MAX, None, None);
-    for _ in 0..16 {
-        let region = Region::new(GLOBAL);
-        let r = f();
-        let change = region.change();
-        let bytes = change
-            .bytes_allocated
-            .saturating_add(usize::try_from(change.bytes_reallocated).unwrap_or(0));
-        least = least.min(bytes);
-        out = Some(r);
-        if last == Some(bytes) {
-            break;
-        }
-        last = Some(bytes);
-    }
-    (out.unwrap(), least)
-}
-
 fn decode(bytes: &[u8]) -> Result<snapshot::Snapshot, SnapshotError> {
     snapshot::decode(bytes, &name("n1"))
-}
-
-#[derive(Debug, Clone)]
-enum Edit {
-    Flip(usize, u8),
-    Replace(usize, u8),
-    Insert(usize, u8),
-    Delete(usize),
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(i, b)| Edit::Flip(i, b)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Replace(i, b)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Edit::Insert(i, b)),
-        any::<usize>().prop_map(Edit::Delete),
-    ]
-}
-
-fn mutate(bytes: &[u8], edits: &[Edit]) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    for e in edits {
-        let n = out.len().max(1);
-        match *e {
-            Edit::Flip(i, b) => {
-                if let Some(x) = out.get_mut(i % n) {
-                    *x ^= 1 << b;
-                }
-            }
-            Edit::Replace(i, b) => {
-                if let Some(x) = out.get_mut(i % n) {
-                    *x = b;
-                }
-            }
-            Edit::Insert(i, b) => out.insert(i % (out.len() + 1), b),
-            Edit::Delete(i) => {
-                if !out.is_empty() {
-                    out.remove(i % n);
-                }
-            }
-        }
-    }
-    out
 }
 
 proptest! {
@@ -322,7 +256,7 @@ proptest! {
 
     #[test]
     fn a_mutated_snapshot_is_refused_unless_unchanged(
-        edits in prop::collection::vec(edit(), 1..5),
+        edits in mutations(),
     ) {
         let bytes = mutate(valid(), &edits);
         let r = decode(&bytes);
@@ -343,7 +277,7 @@ proptest! {
     /// decodes either restores or is refused whole; allocation stays a factor of the input.
     #[test]
     fn a_resealed_mutated_snapshot_never_panics_and_allocates_in_proportion(
-        edits in prop::collection::vec(edit(), 1..5),
+        edits in mutations(),
     ) {
         let bytes = resealed(mutate(valid(), &edits));
         let (r, allocated) = allocated_by(|| decode(&bytes));
@@ -383,29 +317,9 @@ fn a_valid_snapshot_round_trips_through_the_decoder() {
     assert_eq!(again, valid());
 }
 
-/// Lengths claimed in the payload (the entries map, a key's string) far beyond the bytes
-/// present: refused, and never allocated.
-/// Run test `name` again, alone, in a fresh process of this test binary, and say whether we are
-/// that process: a measurement against [`NOISE`] cannot be told apart from what other test
-/// threads allocate meanwhile; alone, nothing else allocates.
-fn alone(name: &str) -> bool {
-    if std::env::var_os("HECK_FUZZ_ALONE").is_some() {
-        return true;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--test-threads=1"])
-        .env("HECK_FUZZ_ALONE", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{name} alone: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    false
-}
-
+/// Lengths claimed in the payload (the entries map) far beyond the bytes present: refused, and
+/// never allocated. Measured alone: against [`NOISE`], a measurement cannot be told apart from
+/// what other test threads allocate meanwhile.
 #[test]
 fn a_claimed_length_is_never_allocated() {
     if !alone("a_claimed_length_is_never_allocated") {
@@ -416,16 +330,7 @@ fn a_claimed_length_is_never_allocated() {
         // id (node, epoch), next_seq as varints, then the entries map's length.
         let id = heck_crdt::ReplicaId::new("n1", 1);
         body.extend(postcard::to_allocvec(&(id, 0u64)).unwrap());
-        let mut n = claim;
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                body.push(b);
-                break;
-            }
-            body.push(b | 0x80);
-        }
+        body.extend(varint(claim));
         let bytes = snapshot::encode(&name("n1"), false, &body);
         let (r, allocated) = allocated_by(|| decode(&bytes));
         assert!(matches!(r, Err(SnapshotError::Payload(_))), "{r:?}");

@@ -14,7 +14,6 @@
 //! (see `docs/reliability.md`).
 #![allow(clippy::unwrap_used)]
 
-use std::alloc::System;
 use std::collections::BTreeMap;
 
 use heck_crdt::wire::{self, DecodeError, VERSION};
@@ -22,11 +21,10 @@ use heck_crdt::{
     Body, CausalContext, Config, Delta, Dot, Invalid, MAX_COUNTER, MAX_PIECES, Message, ORMap,
     Piece, Replica, ReplicaId,
 };
+use heck_testkit::{allocated_by, alone, mutate, mutations, varint};
 use proptest::prelude::*;
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+heck_testkit::count_allocations!();
 
 type Msg = Message<String, String>;
 
@@ -37,51 +35,6 @@ const LIMIT: usize = 1 << 20;
 /// claimed length under test (at least 65,000), so a decoder that allocated a claim still fails.
 const NOISE: usize = 16 * 1024;
 
-/// Run `f` and return its result and the bytes it allocated. The counter is process-wide, so
-/// tests running at the same time add noise; `f` is deterministic, so it is run again until two
-/// runs in a row count the same (at most 16 runs), and the fewest bytes counted is returned.
-fn allocated_by<T>(mut f: impl FnMut() -> T) -> (T, usize) {
-    let mut least = usize::MAX;
-    let mut last = None;
-    let mut out = None;
-    for _ in 0..16 {
-        let region = Region::new(GLOBAL);
-        let r = f();
-        let change = region.change();
-        let bytes = change
-            .bytes_allocated
-            .saturating_add(usize::try_from(change.bytes_reallocated).unwrap_or(0));
-        least = least.min(bytes);
-        out = Some(r);
-        if last == Some(bytes) {
-            break;
-        }
-        last = Some(bytes);
-    }
-    (out.unwrap(), least)
-}
-
-/// Run test `name` again, alone, in a fresh process of this test binary, and say whether we are
-/// that process. A measurement that lasts milliseconds cannot be told apart from what the other
-/// test threads allocate meanwhile (long mode keeps them busy); alone, nothing else allocates.
-fn alone(name: &str) -> bool {
-    if std::env::var_os("HECK_FUZZ_ALONE").is_some() {
-        return true;
-    }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--test-threads=1"])
-        .env("HECK_FUZZ_ALONE", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "{name} alone: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    false
-}
-
 /// What a decode of `n` input bytes may allocate in all: a constant factor of its size (a
 /// 4-byte dot becomes a 24-byte key in a B-tree node), never a claimed length.
 fn alloc_bound(n: usize) -> usize {
@@ -90,20 +43,6 @@ fn alloc_bound(n: usize) -> usize {
 
 fn decode(bytes: &[u8]) -> Result<Msg, DecodeError> {
     wire::decode(bytes, LIMIT)
-}
-
-/// postcard's varint (LEB128) for a length.
-fn varint(mut n: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return out;
-        }
-        out.push(b | 0x80);
-    }
 }
 
 fn replica_id() -> impl Strategy<Value = ReplicaId> {
@@ -199,51 +138,6 @@ fn body() -> impl Strategy<Value = Body<String, String>> {
 
 fn message() -> impl Strategy<Value = Msg> {
     (replica_id(), body()).prop_map(|(sender, body)| Message { sender, body })
-}
-
-/// One edit of a byte string; positions are taken modulo its length.
-#[derive(Debug, Clone)]
-enum Mutation {
-    FlipBit(usize, u8),
-    Replace(usize, u8),
-    Insert(usize, u8),
-    Delete(usize),
-}
-
-fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    let one = prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(i, b)| Mutation::FlipBit(i, b)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Replace(i, b)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
-        any::<usize>().prop_map(Mutation::Delete),
-    ];
-    prop::collection::vec(one, 1..5)
-}
-
-fn mutate(bytes: &[u8], edits: &[Mutation]) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    for m in edits {
-        match *m {
-            Mutation::FlipBit(i, b) if !out.is_empty() => {
-                let i = i % out.len();
-                out[i] ^= 1 << b;
-            }
-            Mutation::Replace(i, v) if !out.is_empty() => {
-                let i = i % out.len();
-                out[i] = v;
-            }
-            Mutation::Insert(i, v) => {
-                let i = i % (out.len() + 1);
-                out.insert(i, v);
-            }
-            Mutation::Delete(i) if !out.is_empty() => {
-                let i = i % out.len();
-                out.remove(i);
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 /// A replica with a little state of its own and three configured peers (0, 1, 2).

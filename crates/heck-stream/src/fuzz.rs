@@ -12,7 +12,6 @@
 //! (see `docs/reliability.md`).
 #![allow(clippy::unwrap_used)]
 
-use std::alloc::System;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,45 +19,20 @@ use std::time::Duration;
 
 use heck_swim::Keyring;
 use heck_swim::wire::{OVERHEAD, VERSION};
+use heck_testkit::{allocated_by, mutate, mutations};
 use proptest::prelude::*;
 use serde::Serialize;
-use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::frame::{self, Frame, Kind, Opener, ReadError, Sealer};
 use crate::handshake::{self, HandshakeError, MAX_HANDSHAKE};
 use crate::{Channel, HEADER, Peer, Reject};
 
-#[global_allocator]
-static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+heck_testkit::count_allocations!();
 
 /// Slack for other threads' allocations that a measurement may still include: far below any
 /// claimed length under test (at least 65,000), so a decoder that allocated a claim still fails.
 const NOISE: usize = 16 * 1024;
-
-/// Run `f` and return its result and the bytes it allocated. The counter is process-wide, so
-/// tests running at the same time add noise; `f` is deterministic, so it is run again until two
-/// runs in a row count the same (at most 16 runs), and the fewest bytes counted is returned.
-fn allocated_by<T>(mut f: impl FnMut() -> T) -> (T, usize) {
-    let mut least = usize::MAX;
-    let mut last = None;
-    let mut out = None;
-    for _ in 0..16 {
-        let region = Region::new(GLOBAL);
-        let r = f();
-        let change = region.change();
-        let bytes = change
-            .bytes_allocated
-            .saturating_add(usize::try_from(change.bytes_reallocated).unwrap_or(0));
-        least = least.min(bytes);
-        out = Some(r);
-        if last == Some(bytes) {
-            break;
-        }
-        last = Some(bytes);
-    }
-    (out.unwrap(), least)
-}
 
 /// The handshake's domains, as `handshake.rs` spells them (a test below proves they match).
 const HELLO: &[u8] = b"heck-stream/1/hello";
@@ -206,51 +180,6 @@ fn expected_open(plain: &[u8]) -> Result<Frame, Reject> {
         id: u64::from_be_bytes(plain[10..18].try_into().unwrap()),
         payload: plain[HEADER..].to_vec(),
     })
-}
-
-/// One edit of a byte string; positions are taken modulo its length.
-#[derive(Debug, Clone)]
-enum Mutation {
-    FlipBit(usize, u8),
-    Replace(usize, u8),
-    Insert(usize, u8),
-    Delete(usize),
-}
-
-fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
-    let one = prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(i, b)| Mutation::FlipBit(i, b)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Replace(i, b)),
-        (any::<usize>(), any::<u8>()).prop_map(|(i, b)| Mutation::Insert(i, b)),
-        any::<usize>().prop_map(Mutation::Delete),
-    ];
-    prop::collection::vec(one, 1..5)
-}
-
-fn mutate(bytes: &[u8], edits: &[Mutation]) -> Vec<u8> {
-    let mut out = bytes.to_vec();
-    for m in edits {
-        match *m {
-            Mutation::FlipBit(i, b) if !out.is_empty() => {
-                let i = i % out.len();
-                out[i] ^= 1 << b;
-            }
-            Mutation::Replace(i, v) if !out.is_empty() => {
-                let i = i % out.len();
-                out[i] = v;
-            }
-            Mutation::Insert(i, v) => {
-                let i = i % (out.len() + 1);
-                out.insert(i, v);
-            }
-            Mutation::Delete(i) if !out.is_empty() => {
-                let i = i % out.len();
-                out.remove(i);
-            }
-            _ => {}
-        }
-    }
-    out
 }
 
 fn kind() -> impl Strategy<Value = Kind> {

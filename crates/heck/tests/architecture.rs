@@ -8,7 +8,8 @@
 //!   whose file it is, and no runtime or socket crate among its dependencies;
 //! - the pure crates listed in the architecture invariant and in CONTRIBUTING.md are exactly the
 //!   code map's pure rows;
-//! - `heck-probe` never spawns a task (only the node decides concurrency).
+//! - `heck-probe` never spawns a task (only the node decides concurrency);
+//! - `heck-testkit` is never a normal dependency (test support only).
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -238,6 +239,20 @@ fn no_crate_makes_an_unbounded_channel() {
                 path.display()
             );
         }
+    }
+}
+
+/// ARCHITECTURE.md: `heck-testkit` is "a dev-dependency only": no crate ships with it.
+#[test]
+fn the_testkit_is_only_ever_a_dev_dependency() {
+    let dirs = crate_dirs();
+    assert!(dirs.contains("heck-testkit"), "{dirs:?}");
+    for name in dirs {
+        let manifest = read(&root().join("crates").join(&name).join("Cargo.toml"));
+        assert!(
+            !normal_dependencies(&manifest).contains("heck-testkit"),
+            "{name} depends on heck-testkit outside [dev-dependencies]"
+        );
     }
 }
 
