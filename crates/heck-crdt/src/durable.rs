@@ -82,7 +82,7 @@ struct DurableV2<K: Ord, V> {
 
 #[derive(Deserialize)]
 struct DeltaV2<K: Ord, V> {
-    entries: BTreeMap<K, BTreeMap<Dot, V>>,
+    entries: BTreeMap<K, crate::dotmap::DotMap<V>>,
     ctx: ContextV2,
 }
 

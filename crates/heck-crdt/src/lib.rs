@@ -19,6 +19,7 @@
 //! randomness in and carry the returned messages. `docs/protocols/crdt.md` tells the story.
 
 pub mod causal;
+pub mod dotmap;
 pub mod durable;
 pub mod lww;
 pub mod message;
@@ -29,6 +30,7 @@ pub mod validate;
 pub mod wire;
 
 pub use causal::{CausalContext, Causality, Dot, ReplicaId, VersionVector};
+pub use dotmap::DotMap;
 pub use durable::{Durable, RestoreError};
 pub use lww::LwwReg;
 pub use message::{Body, MAX_PIECES, Message, Piece};

@@ -19,12 +19,13 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::causal::{CausalContext, Dot, ReplicaId};
+use crate::dotmap::DotMap;
 
 /// A delta (or a whole state, which is the largest delta): entries plus the dots they account for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delta<K: Ord, V> {
     /// key → dot → value.
-    pub entries: BTreeMap<K, BTreeMap<Dot, V>>,
+    pub entries: BTreeMap<K, DotMap<V>>,
     /// Every dot this delta speaks for: present in `entries`, or known to be gone.
     pub ctx: CausalContext,
 }
@@ -46,7 +47,7 @@ impl<K: Ord + Clone, V: Clone + PartialEq> Delta<K, V> {
 
     /// Number of (key, dot, value) entries.
     pub fn len(&self) -> usize {
-        self.entries.values().map(BTreeMap::len).sum()
+        self.entries.values().map(DotMap::len).sum()
     }
 
     /// The join of two deltas (to send several buffered deltas as one). Not compacted: a delta's
@@ -85,7 +86,7 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> Delta<K, V> {
 /// Join `other` into `entries` (whose context is `ctx`, not yet merged). `index`, when given, is
 /// kept in sync (dot → key of every live entry).
 fn join_stores<K: Ord + Clone, V: Clone>(
-    entries: &mut BTreeMap<K, BTreeMap<Dot, V>>,
+    entries: &mut BTreeMap<K, DotMap<V>>,
     ctx: &CausalContext,
     other: &Delta<K, V>,
     mut index: Option<&mut HashMap<Dot, K>>,
@@ -237,7 +238,7 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
             ctx.insert(d);
         }
         let mut entries = BTreeMap::new();
-        entries.insert(key, BTreeMap::from([(dot, value)]));
+        entries.insert(key, DotMap::from([(dot, value)]));
         Delta { entries, ctx }
     }
 
@@ -332,7 +333,7 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
                     if d.replica == r && d.counter <= n && kept {
                         out.entries
                             .entry(k.clone())
-                            .or_insert_with(BTreeMap::new)
+                            .or_default()
                             .insert(*d, v.clone());
                     }
                 }
@@ -343,7 +344,7 @@ impl<K: Ord + Clone + std::hash::Hash, V: Clone + PartialEq> ORMap<K, V> {
                 if !self.state.ctx.contains(d) {
                     out.entries
                         .entry(k.clone())
-                        .or_insert_with(BTreeMap::new)
+                        .or_default()
                         .insert(*d, v.clone());
                     out.ctx.insert(*d);
                 }

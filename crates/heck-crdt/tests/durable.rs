@@ -206,11 +206,18 @@ fn a_durable_part_of_wire_version_2_still_decodes() {
     a.write("j".into(), "w".into());
     a.remove(&"j".to_string());
     let durable = a.durable();
+    let entries: std::collections::BTreeMap<String, std::collections::BTreeMap<Dot, String>> =
+        durable
+            .state
+            .entries
+            .iter()
+            .map(|(k, m)| (k.clone(), m.iter().map(|(d, v)| (*d, v.clone())).collect()))
+            .collect();
     let v2 = DurableV2 {
         id: durable.id,
         next_seq: durable.next_seq,
         state: DeltaV2 {
-            entries: &durable.state.entries,
+            entries: &entries,
             ctx: ContextV2 {
                 vv: durable.state.ctx.vv(),
                 cloud: durable.state.ctx.cloud(),

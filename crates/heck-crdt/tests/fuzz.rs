@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 
 use heck_crdt::wire::{self, DecodeError, VERSION};
 use heck_crdt::{
-    Body, CausalContext, Config, Delta, Dot, Invalid, MAX_COUNTER, MAX_PIECES, Message, ORMap,
-    Piece, Replica, ReplicaId,
+    Body, CausalContext, Config, Delta, Dot, DotMap, Invalid, MAX_COUNTER, MAX_PIECES, Message,
+    ORMap, Piece, Replica, ReplicaId,
 };
 use heck_testkit::{allocated_by, alone, mutate, mutations, varint};
 use proptest::prelude::*;
@@ -101,6 +101,10 @@ fn delta() -> impl Strategy<Value = Delta<String, String>> {
                     ctx.insert(*d);
                 }
             }
+            let entries = entries
+                .into_iter()
+                .map(|(k, m)| (k, m.into_iter().collect()))
+                .collect();
             Delta { entries, ctx }
         })
 }
@@ -189,7 +193,7 @@ const CLAIMS: [u64; 6] = [
 fn the_allocation_counter_sees_what_a_decode_allocates() {
     // Without this, every bound below could pass with a counter that counts nothing.
     let mut delta = Delta::default();
-    delta.entries.insert("k".repeat(10_000), BTreeMap::new());
+    delta.entries.insert("k".repeat(10_000), DotMap::new());
     let msg = Message {
         sender: ReplicaId { node: 1, epoch: 1 },
         body: Body::Delta {
@@ -228,7 +232,7 @@ fn length_fields_at_their_limits_are_errors_without_allocating_the_claim() {
     let n = empty.len();
     // One key "k" with no dots ends with: 1, 1, b'k', 0 (dots of "k"), 0, 0, 0.
     let mut keyed = Delta::default();
-    keyed.entries.insert("k".to_string(), BTreeMap::new());
+    keyed.entries.insert("k".to_string(), DotMap::new());
     let keyed = wire::encode(&delta_msg(keyed));
     let m = keyed.len();
     assert_eq!(&keyed[m - 7..], &[1, 1, b'k', 0, 0, 0, 0]);
@@ -381,7 +385,7 @@ fn a_counter_of_zero_or_past_the_maximum_anywhere_is_refused() {
         let mut in_entry = Delta::<String, String>::default();
         in_entry
             .entries
-            .insert("k".into(), BTreeMap::from([(bad, "v".to_string())]));
+            .insert("k".into(), DotMap::from([(bad, "v".to_string())]));
         in_entry.ctx.insert(bad);
         for (where_, d) in [
             ("vector", in_vector),
