@@ -382,7 +382,7 @@ pub async fn run(
                     let answer = core.answer(&spec.name);
                     let status = answer.map_or(Status::Unknown, |a| a.status);
                     let contested = answer.is_some_and(|a| a.contested);
-                    (spec.clone(), status, contested)
+                    (TargetSpec::clone(spec), status, contested)
                 })
                 .collect();
             initial = answers;
