@@ -482,6 +482,12 @@ async fn run_once(ctx: &mut Ctx, out: &mut RunResult) -> anyhow::Result<()> {
             h.over_grid as f64,
             0,
         );
+        f.put(
+            "cluster: most checks of one target in the window",
+            h.max as f64,
+            0,
+        );
+        f.put("cluster: the fleet's counter window, s", h.window_s, 3);
     }
     for (kind, b) in g.bytes_per_node_s() {
         f.put(format!("cluster: bytes per node per s, {kind}"), b, 0);

@@ -203,6 +203,9 @@ pub struct Hits {
     /// Targets checked more often than their grid allows in the window (more than
     /// ⌈window / interval⌉ times): checked by two nodes at once.
     pub over_grid: usize,
+    /// The seconds between the two reads of the counters (the window the grid is counted in:
+    /// a window a few ms short of a multiple of the interval allows one check less).
+    pub window_s: f64,
     /// The fewest and most requests one target got.
     pub min: u64,
     /// See `min`.
@@ -232,6 +235,7 @@ pub fn hits_between(
         per_interval: deltas.iter().sum::<u64>() as f64 / deltas.len() as f64 / expected,
         unchecked: deltas.iter().filter(|&&d| d == 0).count(),
         over_grid: deltas.iter().filter(|&&d| d > grid_max).count(),
+        window_s: elapsed_s,
         min: deltas.iter().copied().min().unwrap_or(0),
         max: deltas.iter().copied().max().unwrap_or(0),
     })
@@ -448,6 +452,10 @@ mod tests {
         // A window a little longer than six intervals has room for 7: not a duplicate.
         let seven = hits_between(&[0], &[7], 60.5, 10.0).unwrap_or_else(|| panic!("no hits"));
         assert_eq!(seven.over_grid, 0);
+        assert_eq!(
+            seven.window_s, 60.5,
+            "the window is reported, to read over_grid by"
+        );
         assert_eq!(hits_between(&[1], &[1, 2], 60.0, 10.0), None);
     }
 
