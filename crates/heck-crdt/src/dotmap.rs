@@ -164,14 +164,8 @@ impl<'de, V: Deserialize<'de>> Deserialize<'de> for DotMap<V> {
                 // bytes (the decoders' fuzz tests bound what a decode may allocate).
                 let mut out = DotMap::new();
                 while let Some((d, v)) = access.next_entry::<Dot, V>()? {
-                    // In order (as encoded) this appends; otherwise it sorts as it goes.
-                    match out.0.last() {
-                        Some((last, _)) if *last < d => out.0.push((d, v)),
-                        None => out.0.push((d, v)),
-                        Some(_) => {
-                            out.insert(d, v);
-                        }
-                    }
+                    // In order (as encoded) each lands at the end; otherwise it sorts as it goes.
+                    out.insert(d, v);
                 }
                 Ok(out)
             }

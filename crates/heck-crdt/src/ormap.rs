@@ -50,8 +50,9 @@ impl<K: Ord + Clone, V: Clone + PartialEq> Delta<K, V> {
         self.entries.values().map(DotMap::len).sum()
     }
 
-    /// The join of two deltas (to send several buffered deltas as one). Not compacted: a delta's
-    /// context stays a cloud of the dots it speaks for.
+    /// The join of two deltas. Not compacted: a delta's context stays a cloud of the dots it
+    /// speaks for. It scans every key of `self`: to join many deltas in a row (a buffered group,
+    /// an interval) use [`join_indexed`](Self::join_indexed), which the laws hold equal to it.
     pub fn join(&mut self, other: &Delta<K, V>) {
         join_stores(
             &mut self.entries,

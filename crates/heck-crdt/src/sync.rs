@@ -392,7 +392,7 @@ where
     fn apply_and_buffer(&mut self, delta: Delta<K, V>, origin: Option<ReplicaId>) {
         self.map.apply(&delta);
         if origin.is_none()
-            && self.newest_is_unsent()
+            && self.no_peer_holds_newest()
             && let (Some(group), Some(index)) = (self.buffer.back_mut(), self.open.as_mut())
         {
             // Nobody has group `next_seq - 1` yet: whoever gets it later gets both writes.
@@ -412,17 +412,15 @@ where
         }
     }
 
-    /// Is the newest group local, and held by no peer: none acked it, none has a transfer
-    /// (interval or full state) in flight that covers it? Only then may it change (invariant
-    /// 4b): an interval is cut again from the buffer for every resend and must stay the same,
-    /// and a peer's acked position must not cover a write it never received.
-    fn newest_is_unsent(&self) -> bool {
+    /// Is the newest group held by no peer: none acked it, none has a transfer (interval or
+    /// full state) in flight that covers it? Only then may it change (invariant 4b): an interval
+    /// is cut again from the buffer for every resend and must stay the same, and a peer's acked
+    /// position must not cover a write it never received. (Whether it is local is `open`.)
+    fn no_peer_holds_newest(&self) -> bool {
         let newest = self.next_seq; // one past group `next_seq - 1`
-        self.open.is_some()
-            && !self.buffer.is_empty()
-            && self.peers.values().all(|s| {
-                s.acked < newest && s.transfer.as_ref().is_none_or(|t| t.piece.seq < newest)
-            })
+        self.peers
+            .values()
+            .all(|s| s.acked < newest && s.transfer.as_ref().is_none_or(|t| t.piece.seq < newest))
     }
 
     /// One round: send deltas (or the full state) to `fanout` random peers, and now and then a
