@@ -1,7 +1,10 @@
-//! `v1-bench`'s command line. Every flag is known: an unknown one is an error (exit 2), never
-//! ignored, because an ignored `--help` once ran the whole benchmark.
+//! `v1-bench`'s command line, and what both benches' command lines share (`Command`, `Flags`,
+//! `ArgsError`, `from_env`, the window and `--agent-args` rules). Every flag is known: an
+//! unknown one is an error (exit 2), never ignored, because an ignored `--help` once ran the
+//! whole benchmark.
 use std::fmt;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use crate::measure::SCRAPE_INTERVAL_S;
 
@@ -24,13 +27,80 @@ Exit status: 0 when every row is valid; 1 when a run failed or a checker's succe
 below 99.9% (failed checks are cheaper: the ratio would flatter one side); 2 on a usage error.
 ";
 
-/// What the command line asks for.
+/// What a bench's command line asks for (`A`: its settings; `v1-bench`'s by default).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Print [`USAGE`] and exit 0.
+pub enum Command<A = Args> {
+    /// Print the usage and exit 0.
     Help,
     /// Run the benchmark.
-    Run(Args),
+    Run(A),
+}
+
+/// The settings of `program` from this process's command line, parsed by `parse`; or the exit
+/// status it ends with: `--help` prints `usage` (0), a usage error is printed (2).
+pub fn from_env<A>(
+    program: &str,
+    usage: &str,
+    parse: impl FnOnce(std::iter::Skip<std::env::Args>) -> Result<Command<A>, ArgsError>,
+) -> Result<A, ExitCode> {
+    match parse(std::env::args().skip(1)) {
+        Ok(Command::Help) => {
+            print!("{usage}");
+            Err(ExitCode::SUCCESS)
+        }
+        Ok(Command::Run(a)) => Ok(a),
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// One argument of a command line, as a flag: `--flag value` and `--flag=value` both work.
+pub(crate) struct Flag {
+    /// The argument as given (for [`ArgsError::Unknown`]).
+    pub(crate) arg: String,
+    /// Its name: the argument, or the part before `=`.
+    pub(crate) name: String,
+    /// The value after `=`, if any.
+    pub(crate) inline: Option<String>,
+}
+
+/// The flags of a command line, one by one, each taking its value from after `=` or from the
+/// next argument (which may itself start with `--`: `--agent-args "--check-threads 1"`).
+pub(crate) struct Flags<I> {
+    args: I,
+}
+
+impl<I: Iterator<Item = String>> Flags<I> {
+    pub(crate) fn new(args: impl IntoIterator<Item = String, IntoIter = I>) -> Self {
+        Flags {
+            args: args.into_iter(),
+        }
+    }
+
+    /// The next flag, if any.
+    pub(crate) fn next_flag(&mut self) -> Option<Flag> {
+        let arg = self.args.next()?;
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        Some(Flag { arg, name, inline })
+    }
+
+    /// The value of `flag` (named `name` in errors).
+    pub(crate) fn value(&mut self, flag: &Flag, name: &'static str) -> Result<String, ArgsError> {
+        match &flag.inline {
+            Some(v) => Ok(v.clone()),
+            None => self.args.next().ok_or(ArgsError::MissingValue(name)),
+        }
+    }
+}
+
+/// `--agent-args`' value: extra arguments for `heck agent`, split on spaces.
+pub(crate) fn agent_args(v: &str) -> Vec<String> {
+    v.split_whitespace().map(String::from).collect()
 }
 
 /// The benchmark's settings.
@@ -102,30 +172,18 @@ impl std::error::Error for ArgsError {}
 /// a value may itself start with `--` (`--agent-args "--check-threads 1"`).
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, ArgsError> {
     let mut out = Args::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |flag: &'static str| match inline.clone() {
-            Some(v) => Ok(v),
-            None => args.next().ok_or(ArgsError::MissingValue(flag)),
-        };
-        match name.as_str() {
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let mut value = |name: &'static str| flags.value(&flag, name);
+        match flag.name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
             "--targets" => out.sizes = parse_sizes(&value("--targets")?)?,
             "--window" => out.window_s = parse_window(&value("--window")?)?,
-            "--agent-args" => {
-                out.agent_args = value("--agent-args")?
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect();
-            }
+            "--agent-args" => out.agent_args = agent_args(&value("--agent-args")?),
             "--heck" => out.heck = Some(PathBuf::from(value("--heck")?)),
             "--blackbox" => out.blackbox = Some(PathBuf::from(value("--blackbox")?)),
-            "--skip-blackbox" if inline.is_none() => out.skip_blackbox = true,
-            _ => return Err(ArgsError::Unknown(arg)),
+            "--skip-blackbox" if flag.inline.is_none() => out.skip_blackbox = true,
+            _ => return Err(ArgsError::Unknown(flag.arg)),
         }
     }
     Ok(Command::Run(out))
@@ -147,7 +205,8 @@ fn parse_sizes(v: &str) -> Result<Vec<usize>, ArgsError> {
     Ok(sizes)
 }
 
-fn parse_window(v: &str) -> Result<u64, ArgsError> {
+/// `--window`: seconds, a positive multiple of the scrape interval (both benches).
+pub(crate) fn parse_window(v: &str) -> Result<u64, ArgsError> {
     match v.trim().parse::<u64>() {
         Ok(s) if s > 0 && s.is_multiple_of(SCRAPE_INTERVAL_S) => Ok(s),
         _ => Err(ArgsError::BadValue {

@@ -407,16 +407,9 @@ fn on_path(name: &str) -> Option<PathBuf> {
 }
 
 fn main() -> ExitCode {
-    let args = match args::parse(std::env::args().skip(1)) {
-        Ok(args::Command::Help) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(args::Command::Run(a)) => a,
-        Err(e) => {
-            eprintln!("v1-bench: {e}");
-            return ExitCode::from(2);
-        }
+    let args = match heck_bench::args::from_env("v1-bench", USAGE, args::parse) {
+        Ok(a) => a,
+        Err(exit) => return exit,
     };
     match run(&args) {
         Ok(rows) => {

@@ -656,16 +656,9 @@ async fn run_once(ctx: &mut Ctx, out: &mut RunResult) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
-    let args = match args::parse(std::env::args().skip(1)) {
-        Ok(args::Command::Help) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(args::Command::Run(a)) => a,
-        Err(e) => {
-            eprintln!("v2-bench: {e}");
-            return ExitCode::from(2);
-        }
+    let args = match heck_bench::args::from_env("v2-bench", USAGE, args::parse) {
+        Ok(a) => a,
+        Err(exit) => return exit,
     };
     match run(&args) {
         Ok(results) => {

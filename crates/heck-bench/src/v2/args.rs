@@ -2,8 +2,6 @@
 //! (exit 2), never ignored.
 use std::path::PathBuf;
 
-use crate::measure::SCRAPE_INTERVAL_S;
-
 /// Printed by `--help`.
 pub const USAGE: &str = "\
 v2-bench: one heck agent (version 1) against a cluster of agents (version 2) on the same
@@ -31,13 +29,7 @@ run failed, a share is below it, or ownership never settled; 2 on a usage error.
 ";
 
 /// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Print [`USAGE`] and exit 0.
-    Help,
-    /// Run the benchmark.
-    Run(Args),
-}
+pub type Command = crate::args::Command<Args>;
 
 /// The cluster's SWIM parameters, as `heck agent --gossip-profile` names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +57,8 @@ pub struct Args {
     pub targets: usize,
     /// Every target's check interval, milliseconds.
     pub interval_ms: u64,
-    /// The measured windows, seconds: a positive multiple of [`SCRAPE_INTERVAL_S`].
+    /// The measured windows, seconds: a positive multiple of
+    /// [`SCRAPE_INTERVAL_S`](crate::measure::SCRAPE_INTERVAL_S).
     pub window_s: u64,
     /// Agents in the cluster.
     pub nodes: usize,
@@ -125,24 +118,18 @@ impl Args {
 
 /// The same errors as v1-bench's command line.
 pub use crate::args::ArgsError;
+use crate::args::{Flags, agent_args, parse_window};
 
 /// Parse the arguments after the program name (`--flag value` or `--flag=value`). `--quick`
 /// sets its values where it stands: flags after it override them.
 pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, ArgsError> {
     let mut out = Args::default();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |flag: &'static str| match inline.clone() {
-            Some(v) => Ok(v),
-            None => args.next().ok_or(ArgsError::MissingValue(flag)),
-        };
-        match name.as_str() {
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let mut value = |name: &'static str| flags.value(&flag, name);
+        match flag.name.as_str() {
             "-h" | "--help" => return Ok(Command::Help),
-            "--quick" if inline.is_none() => {
+            "--quick" if flag.inline.is_none() => {
                 out = Args {
                     heck: out.heck,
                     agent_args: out.agent_args,
@@ -168,14 +155,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, ArgsErro
                     }
                 };
             }
-            "--agent-args" => {
-                out.agent_args = value("--agent-args")?
-                    .split_whitespace()
-                    .map(String::from)
-                    .collect();
-            }
+            "--agent-args" => out.agent_args = agent_args(&value("--agent-args")?),
             "--heck" => out.heck = Some(PathBuf::from(value("--heck")?)),
-            _ => return Err(ArgsError::Unknown(arg)),
+            _ => return Err(ArgsError::Unknown(flag.arg)),
         }
     }
     Ok(Command::Run(out))
@@ -213,17 +195,6 @@ fn parse_interval(v: &str) -> Result<u64, ArgsError> {
             flag: "--interval",
             value: v.to_string(),
             expected: "a duration like 10s or 500ms, from 100ms to 3600s",
-        }),
-    }
-}
-
-fn parse_window(v: &str) -> Result<u64, ArgsError> {
-    match v.trim().parse::<u64>() {
-        Ok(s) if s > 0 && s.is_multiple_of(SCRAPE_INTERVAL_S) => Ok(s),
-        _ => Err(ArgsError::BadValue {
-            flag: "--window",
-            value: v.to_string(),
-            expected: "seconds, a positive multiple of the 10 s scrape interval",
         }),
     }
 }
