@@ -224,6 +224,28 @@ struct Measured {
 }
 
 impl Measured {
+    /// The CPU spent around the agents in the window, as cores: while they were scraped (an
+    /// upper bound: checks ran too), by the fleet and by this driver. `who` and `scrapes` name
+    /// them in the labels.
+    fn put_cpu_around(&self, f: &mut Figures, who: &str, scrapes: &str) {
+        let elapsed = self.group.elapsed_s();
+        f.put(
+            format!("{who}: CPU during {scrapes} (cores, upper bound)"),
+            self.scrape_cpu_s / elapsed,
+            3,
+        );
+        f.put(
+            format!("{who}: fleet CPU (cores)"),
+            self.fleet_cpu_s / elapsed,
+            3,
+        );
+        f.put(
+            format!("{who}: driver CPU (cores)"),
+            self.driver_cpu_s / elapsed,
+            3,
+        );
+    }
+
     fn between(
         open: &Tick,
         close: &Tick,
@@ -364,21 +386,7 @@ async fn run_once(ctx: &mut Ctx, out: &mut RunResult) -> anyhow::Result<()> {
         g1.peak_rss_kib() as f64 / 1024.0,
         0,
     );
-    f.put(
-        "one agent: CPU during its scrapes (cores, upper bound)",
-        one.scrape_cpu_s / g1.elapsed_s(),
-        3,
-    );
-    f.put(
-        "one agent: fleet CPU (cores)",
-        one.fleet_cpu_s / g1.elapsed_s(),
-        3,
-    );
-    f.put(
-        "one agent: driver CPU (cores)",
-        one.driver_cpu_s / g1.elapsed_s(),
-        3,
-    );
+    one.put_cpu_around(f, "one agent", "its scrapes");
     *valid = measure::valid_share(g1.success_share());
 
     // 2. The cluster.
@@ -500,21 +508,7 @@ async fn run_once(ctx: &mut Ctx, out: &mut RunResult) -> anyhow::Result<()> {
         g.peak_rss_kib() as f64 / 1024.0,
         0,
     );
-    f.put(
-        "cluster: CPU during the scrapes (cores, upper bound)",
-        all.scrape_cpu_s / g.elapsed_s(),
-        3,
-    );
-    f.put(
-        "cluster: fleet CPU (cores)",
-        all.fleet_cpu_s / g.elapsed_s(),
-        3,
-    );
-    f.put(
-        "cluster: driver CPU (cores)",
-        all.driver_cpu_s / g.elapsed_s(),
-        3,
-    );
+    all.put_cpu_around(f, "cluster", "the scrapes");
     notes.push(format!(
         "longest scrape: one agent {:.2} s, cluster {:.2} s",
         one.longest_scrape_s, all.longest_scrape_s
