@@ -729,6 +729,31 @@ where
     /// Handle a message from `from`. Invalid messages are refused and counted
     /// ([`Stats::invalid_received`]); nothing here panics on what a peer sends.
     pub fn handle_message(&mut self, from: P, msg: Message<K, V>) -> Vec<Effect<P, K, V>> {
+        self.receive(from, msg, |_, _| ()).0
+    }
+
+    /// [`handle_message`](Self::handle_message), telling `seen` about a received delta: what
+    /// it brings (its news, as [`ORMap::news`] gives it; `None`: nothing) and the delta as
+    /// received, after validation and before the join. Returns `seen`'s answer, `None` for an
+    /// ack, a digest or a refused message. For a driver that must know what may have changed,
+    /// without computing the news a second time.
+    pub fn receive<R>(
+        &mut self,
+        from: P,
+        msg: Message<K, V>,
+        seen: impl FnOnce(Option<&Delta<K, V>>, &Delta<K, V>) -> R,
+    ) -> (Vec<Effect<P, K, V>>, Option<R>) {
+        let mut answer = None;
+        let out = self.receive_with(from, msg, |news, delta| answer = Some(seen(news, delta)));
+        (out, answer)
+    }
+
+    fn receive_with(
+        &mut self,
+        from: P,
+        msg: Message<K, V>,
+        seen: impl FnOnce(Option<&Delta<K, V>>, &Delta<K, V>),
+    ) -> Vec<Effect<P, K, V>> {
         let valid_piece = match &msg.body {
             Body::Delta { piece, .. } | Body::Ack { piece, .. } => piece.is_valid(),
             Body::Digest { .. } => true,
@@ -740,7 +765,9 @@ where
         let current = self.note_sender(&from, msg.sender);
         match msg.body {
             Body::Delta { piece, delta } => {
-                match self.map.news(&delta) {
+                let news = self.map.news(&delta);
+                seen(news.as_ref(), &delta);
+                match news {
                     Some(news) => self.apply_and_buffer(news, Some(msg.sender)),
                     None => self.stats.redundant_received += 1,
                 }

@@ -844,3 +844,27 @@ fn an_unacked_transfer_is_resent_with_a_doubling_wait_and_a_push_never_resends()
     assert_eq!(sent, [1, 3, 7, 15, 23, 31, 39]);
     assert_eq!(a.stats().resends, 7);
 }
+
+/// `receive` tells its caller what a received delta brings (the news the join uses, so a
+/// driver need not compute it again): the keys the first time, nothing when it comes again,
+/// and no answer for an ack.
+#[test]
+fn receive_tells_what_a_delta_brings_and_nothing_for_an_ack() {
+    let config = Config::default();
+    let (mut a, mut b) = (replica(0, 1, &[1], config), replica(1, 1, &[0], config));
+    a.write("k".into(), "v".into());
+    let sent = deltas(a.tick(1));
+    assert_eq!(sent.len(), 1);
+    let keys = |news: Option<&Delta<String, String>>, _: &Delta<String, String>| {
+        news.map(|n| n.entries.keys().cloned().collect::<Vec<_>>())
+    };
+    let (acks, told) = b.receive(0, sent[0].clone(), keys);
+    assert_eq!(told, Some(Some(vec!["k".to_string()])));
+    let (_, again) = b.receive(0, sent[0].clone(), keys);
+    assert_eq!(again, Some(None), "redundant the second time");
+    let Some(Effect::Send { msg: ack, .. }) = acks.into_iter().next() else {
+        panic!("no ack");
+    };
+    let (_, on_ack) = a.receive(1, ack, |_, _| ());
+    assert_eq!(on_ack, None);
+}

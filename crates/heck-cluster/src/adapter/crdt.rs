@@ -135,30 +135,27 @@ impl Store {
         sends(self.replica.push(random))
     }
 
-    /// A message from `from`: apply it, and say which keys it may have changed.
+    /// A message from `from`: apply it, and say which keys it may have changed (from the news
+    /// the replica computes for the join: not a second time here).
     pub fn handle(&mut self, from: Peer, msg: Message<Key, Value>) -> (Outgoing, Changed) {
-        let changed = match &msg.body {
-            heck_crdt::Body::Delta { delta, .. } => match self.replica.map().news(delta) {
-                None => Changed::Nothing,
-                // A full state (its context has a version vector; heck-crdt's `news` cuts it to
-                // what is news, as dots), or a retirement (it removes the retired
-                // incarnation's entries that its sender had seen removed): anything may change.
-                Some(news)
-                    if !delta.ctx.vv().is_empty()
-                        || !news.ctx.vv().is_empty()
-                        || !news.ctx.retired().is_empty() =>
-                {
-                    Changed::All
-                }
-                // A bare removal (a context dot without an entry) changes only a key whose
-                // target is being deleted, and the deletion's `Key::Target` write names it; so
-                // the keys of the entries are enough.
-                Some(news) => Changed::Keys(news.entries.keys().cloned().collect()),
-            },
-            _ => Changed::Nothing,
-        };
-        let out = self.replica.handle_message(from, msg);
-        (sends(out), changed)
+        let (out, changed) = self.replica.receive(from, msg, |news, delta| match news {
+            None => Changed::Nothing,
+            // A full state (its context has a version vector; heck-crdt's `news` cuts it to
+            // what is news, as dots), or a retirement (it removes the retired incarnation's
+            // entries that its sender had seen removed): anything may change.
+            Some(news)
+                if !delta.ctx.vv().is_empty()
+                    || !news.ctx.vv().is_empty()
+                    || !news.ctx.retired().is_empty() =>
+            {
+                Changed::All
+            }
+            // A bare removal (a context dot without an entry) changes only a key whose target
+            // is being deleted, and the deletion's `Key::Target` write names it; so the keys of
+            // the entries are enough.
+            Some(news) => Changed::Keys(news.entries.keys().cloned().collect()),
+        });
+        (sends(out), changed.unwrap_or(Changed::Nothing))
     }
 
     /// Counters of the anti-entropy.
